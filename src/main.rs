@@ -1,3 +1,18 @@
-fn main() {
-    println!("Hello, world!");
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = duet::Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("DUET_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    duet::run(config, listener, duet::shutdown_signal()).await
 }

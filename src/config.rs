@@ -1,0 +1,87 @@
+//! Command-line options, each with an environment variable fallback. `duet --help` is the
+//! manual: every option states its default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// duet: self-hosted one-to-one video calls. Serves the web client, the signaling
+/// WebSocket, health and metrics on one port.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "duet", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on for HTTP and WebSocket (the seed's port is 9090).
+    #[arg(long, env = "DUET_LISTEN", default_value = "0.0.0.0:9090")]
+    pub listen: SocketAddr,
+
+    /// Largest accepted WebSocket message, in bytes; larger ones close the connection with
+    /// code 1009.
+    #[arg(long, env = "DUET_MAX_MESSAGE_SIZE", default_value_t = 64 * 1024)]
+    pub max_message_size: usize,
+
+    /// Sustained messages per second allowed per connection (token bucket); 0 turns the
+    /// rate limit off.
+    #[arg(long, env = "DUET_RATE_LIMIT", default_value_t = 50.0)]
+    pub rate_limit: f64,
+
+    /// Burst size of the per-connection rate limit. A client that keeps sending after this
+    /// many `rate-limited` errors in a row is disconnected (close code 1008).
+    #[arg(long, env = "DUET_RATE_BURST", default_value_t = 200)]
+    pub rate_burst: u32,
+
+    /// Most WebSocket connections held at once; further upgrades get HTTP 503.
+    #[arg(long, env = "DUET_MAX_CONNECTIONS", default_value_t = 50_000)]
+    pub max_connections: usize,
+
+    /// How often the server pings each WebSocket.
+    #[arg(long, env = "DUET_PING_INTERVAL", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub ping_interval: Duration,
+
+    /// How long after a ping a silent client is considered gone: its name is freed and its
+    /// call peer told.
+    #[arg(long, env = "DUET_PONG_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub pong_timeout: Duration,
+
+    /// Messages queued for one client before it counts as a slow consumer and is
+    /// disconnected (close code 1013).
+    #[arg(long, env = "DUET_QUEUE_CAPACITY", default_value_t = 1024)]
+    pub queue_capacity: usize,
+
+    /// A write to one client that takes longer than this disconnects it.
+    #[arg(long, env = "DUET_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
+
+    /// How long an unanswered call rings before the server ends it with reason
+    /// `no-answer`.
+    #[arg(long, env = "DUET_RING_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ring_timeout: Duration,
+
+    /// Presence (who is online) is sent while at most this many users are online; 0 turns
+    /// presence off.
+    #[arg(long, env = "DUET_PRESENCE_LIMIT", default_value_t = 1000)]
+    pub presence_limit: usize,
+
+    /// STUN server URL given to clients, e.g. stun:stun.example.org:3478 (repeatable).
+    #[arg(long = "stun", env = "DUET_STUN", value_delimiter = ',')]
+    pub stun: Vec<String>,
+
+    /// Serve the web client from this folder instead of the copy built into the binary
+    /// (for developing the client without rebuilding).
+    #[arg(long, env = "DUET_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
+
+    /// How long to wait for connections to close on shutdown.
+    #[arg(long, env = "DUET_SHUTDOWN_GRACE", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// The defaults, as if no option were given (handy in tests).
+    pub fn default_for(listen: SocketAddr) -> Config {
+        let mut config = Config::parse_from(["duet"]);
+        config.listen = listen;
+        config
+    }
+}

@@ -1,0 +1,190 @@
+//! HTTP routes: the web client, the signaling WebSocket (at `/` like the seed, and at
+//! `/ws`), `/healthz` and `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rust_embed::Embed;
+use tokio_util::task::TaskTracker;
+use tracing::debug;
+
+use crate::session::{self, Context};
+
+/// The browser client, built into the binary so one file is the whole deployment.
+#[derive(Embed)]
+#[folder = "web/"]
+struct WebAssets;
+
+/// tungstenite's read buffer, allocated per connection up front. Its default (128 KiB)
+/// dominates the memory of an idle connection; signaling frames are small and the buffer
+/// grows for the occasional large one.
+const WS_READ_BUFFER: usize = 4 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub ctx: Arc<Context>,
+    /// WebSocket sessions, so shutdown can wait for them (axum detaches upgraded
+    /// connections from the HTTP server).
+    pub sessions: TaskTracker,
+    pub next_id: Arc<AtomicU64>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let router = Router::new()
+        .route("/", get(root))
+        .route("/ws", get(websocket))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics));
+    let router = match state.ctx.config.web_dir.clone() {
+        Some(dir) => router.fallback_service(tower_http::services::ServeDir::new(dir)),
+        None => router.fallback(asset),
+    };
+    router.with_state(state)
+}
+
+fn wants_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// `/`: the seed's clients open `ws://host:9090` (path `/`), browsers want the page.
+async fn root(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if wants_websocket(&headers) {
+        return match ws {
+            Ok(ws) => upgrade(state, ws, addr),
+            Err(rejection) => rejection.into_response(),
+        };
+    }
+    match &state.ctx.config.web_dir {
+        Some(dir) => match tokio::fs::read(dir.join("index.html")).await {
+            Ok(body) => html(body),
+            Err(_) => (StatusCode::NOT_FOUND, "index.html not found in --web-dir").into_response(),
+        },
+        None => match WebAssets::get("index.html") {
+            Some(file) => html(file.data.into_owned()),
+            None => html(PLACEHOLDER.as_bytes().to_vec()),
+        },
+    }
+}
+
+const PLACEHOLDER: &str = "<!doctype html><title>duet</title><p>duet is running. \
+    The web client was not built into this binary.</p>";
+
+fn html(body: Vec<u8>) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn websocket(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    upgrade(state, ws, addr)
+}
+
+fn upgrade(state: AppState, ws: WebSocketUpgrade, addr: SocketAddr) -> Response {
+    let ctx = state.ctx.clone();
+    let metrics = ctx.metrics.clone();
+    // Count the connection before the upgrade completes, so racing upgrades cannot
+    // overshoot the limit.
+    let open = metrics.connections_open.fetch_add(1, Relaxed) + 1;
+    if open > ctx.config.max_connections as i64 {
+        metrics.connections_open.fetch_sub(1, Relaxed);
+        metrics.connections_refused.fetch_add(1, Relaxed);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            "duet is at its connection limit; try again later.\n",
+        )
+            .into_response();
+    }
+    metrics.connections_total.fetch_add(1, Relaxed);
+    let id = state.next_id.fetch_add(1, Relaxed);
+    let limit = ctx.config.max_message_size;
+    let failed = metrics.clone();
+    ws.read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_failed_upgrade(move |e| {
+            failed.connections_open.fetch_sub(1, Relaxed);
+            debug!(id, error = %e, "websocket upgrade failed");
+        })
+        .on_upgrade(move |socket| {
+            state.sessions.track_future(async move {
+                session::run(socket, ctx, id, addr).await;
+                metrics.connections_open.fetch_sub(1, Relaxed);
+            })
+        })
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.ctx.registry.backend_state() {
+        Some((backend, false)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{backend}: disconnected\n"),
+        )
+            .into_response(),
+        Some((backend, true)) => format!("ok\n{backend}: connected\n").into_response(),
+        None => "ok\n".into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let ctx = &state.ctx;
+    let body = ctx
+        .metrics
+        .render(ctx.registry.online_count(), ctx.registry.backend_state());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// Any other path: a file of the built-in web client.
+async fn asset(uri: Uri) -> Response {
+    let path = uri.path().trim_start_matches('/');
+    match WebAssets::get(path) {
+        Some(file) => {
+            let mime = mime_guess::from_path(path).first_or_octet_stream();
+            let mut response = Body::from(file.data.into_owned()).into_response();
+            let headers = response.headers_mut();
+            if let Ok(value) = HeaderValue::from_str(mime.as_ref()) {
+                headers.insert(header::CONTENT_TYPE, value);
+            }
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+        }
+        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
+}

@@ -1,0 +1,162 @@
+//! duet: self-hosted one-to-one video calls over WebRTC, in one binary.
+//!
+//! Module map:
+//! - [`config`]: command-line options (clap, with env fallbacks).
+//! - [`protocol`]: wire messages, parsing, validation, error codes.
+//! - [`session`]: one WebSocket connection's state machine (login, calls, limits).
+//! - [`registry`]: who is online and how to reach them ([`registry::memory`]).
+//! - [`ice`]: the STUN/TURN servers handed to clients.
+//! - [`http`]: routes: web client, WebSocket, health, metrics.
+//! - [`metrics`]: Prometheus counters.
+//!
+//! [`run`] is the whole server: it accepts connections until `shutdown` resolves, then
+//! closes every WebSocket with 1001 and returns.
+
+pub mod config;
+pub mod http;
+pub mod ice;
+pub mod metrics;
+pub mod protocol;
+pub mod registry;
+pub mod session;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use axum::extract::{ConnectInfo, Request};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+use tracing::{debug, info, warn};
+
+pub use config::Config;
+
+use crate::http::AppState;
+use crate::ice::IceConfig;
+use crate::registry::Registry;
+use crate::registry::memory::MemoryRegistry;
+use crate::session::Context;
+
+/// Builds the registry the configuration asks for.
+pub async fn registry_for(_config: &Config) -> anyhow::Result<Registry> {
+    Ok(Registry::Memory(MemoryRegistry::new()))
+}
+
+/// Serves duet on `listener` until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let registry = registry_for(&config).await?;
+    let ice = IceConfig {
+        stun: config.stun.clone(),
+    };
+    let grace = config.shutdown_grace;
+    let cancel = CancellationToken::new();
+    let ctx = Arc::new(Context {
+        config,
+        registry: registry.clone(),
+        metrics: Default::default(),
+        ice,
+        shutdown: cancel.clone(),
+    });
+    let state = AppState {
+        ctx,
+        sessions: TaskTracker::new(),
+        next_id: Arc::new(AtomicU64::new(1)),
+    };
+    let sessions = state.sessions.clone();
+    let app = http::router(state);
+    let connections = TaskTracker::new();
+    let builder = Builder::new(TokioExecutor::new());
+
+    info!(addr = %listener.local_addr()?, "duet listening");
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Signaling messages are small and latency-bound: never wait for Nagle.
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(error = %e, "set_nodelay failed");
+        }
+        let service = app.clone().map_request(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
+            req
+        });
+        let builder = builder.clone();
+        let cancel = cancel.clone();
+        connections.spawn(async move {
+            let service = TowerToHyperService::new(service);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        debug!(%addr, error = %e, "http connection ended with an error");
+                    }
+                }
+                _ = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+
+    info!("shutting down: closing connections");
+    drop(listener);
+    cancel.cancel();
+    sessions.close();
+    connections.close();
+    let drained = tokio::time::timeout(grace, async {
+        sessions.wait().await;
+        connections.wait().await;
+    })
+    .await;
+    if drained.is_err() {
+        warn!("connections still open after {grace:?}; exiting anyway");
+    }
+    registry.shutdown().await;
+    info!("duet stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,141 @@
+//! Counters and gauges, rendered in the Prometheus text format at `GET /metrics`.
+//!
+//! Every label set is a small fixed enum (message kinds, error codes), so plain atomics in
+//! arrays do the job with no hashing or locking on the relay path.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use crate::protocol::{ErrorCode, SignalKind};
+
+#[derive(Default)]
+pub struct Metrics {
+    /// WebSocket sessions currently open.
+    pub connections_open: AtomicI64,
+    /// WebSocket sessions accepted since start.
+    pub connections_total: AtomicU64,
+    /// Upgrades refused because `--max-connections` was reached.
+    pub connections_refused: AtomicU64,
+    /// Sessions in an answered call (each call counts on both of its sides).
+    pub sessions_in_call: AtomicI64,
+    pub logins_total: AtomicU64,
+    relayed: [AtomicU64; 4],
+    errors: [AtomicU64; ErrorCode::ALL.len()],
+    /// Sessions disconnected because their outgoing queue was full.
+    pub slow_consumers: AtomicU64,
+    /// Sessions disconnected because they stopped answering pings.
+    pub pong_timeouts: AtomicU64,
+    /// Sessions closed for persistently exceeding the rate limit.
+    pub rate_limit_closes: AtomicU64,
+}
+
+fn kind_index(kind: SignalKind) -> usize {
+    kind as usize
+}
+
+impl Metrics {
+    pub fn relayed(&self, kind: SignalKind) {
+        self.relayed[kind_index(kind)].fetch_add(1, Relaxed);
+    }
+
+    pub fn error(&self, code: ErrorCode) {
+        self.errors[code.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Renders every metric. `users_online` and `backend` come from the registry.
+    pub fn render(&self, users_online: usize, backend: Option<(&'static str, bool)>) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut gauge = |name: &str, help: &str, value: i64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        };
+        gauge(
+            "duet_connections_open",
+            "WebSocket connections open.",
+            self.connections_open.load(Relaxed),
+        );
+        gauge(
+            "duet_users_online",
+            "Logged-in users (cluster-wide with Redis).",
+            users_online as i64,
+        );
+        let in_call = self.sessions_in_call.load(Relaxed);
+        gauge(
+            "duet_calls_in_progress",
+            "Answered calls with at least one side on this node.",
+            (in_call + 1) / 2,
+        );
+        if let Some((name, up)) = backend {
+            gauge(
+                &format!("duet_{name}_connected"),
+                "1 when the registry backend is reachable.",
+                i64::from(up),
+            );
+        }
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        };
+        counter(
+            "duet_connections_total",
+            "WebSocket connections accepted.",
+            self.connections_total.load(Relaxed),
+        );
+        counter(
+            "duet_connections_refused_total",
+            "Connections refused at the connection limit.",
+            self.connections_refused.load(Relaxed),
+        );
+        counter(
+            "duet_logins_total",
+            "Successful logins.",
+            self.logins_total.load(Relaxed),
+        );
+        counter(
+            "duet_slow_consumers_dropped_total",
+            "Connections closed because they did not drain their queue.",
+            self.slow_consumers.load(Relaxed),
+        );
+        counter(
+            "duet_pong_timeouts_total",
+            "Connections closed because they stopped answering pings.",
+            self.pong_timeouts.load(Relaxed),
+        );
+        counter(
+            "duet_rate_limit_closes_total",
+            "Connections closed for persistently exceeding the rate limit.",
+            self.rate_limit_closes.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP duet_messages_relayed_total Signaling messages delivered to a peer, by type.\n\
+             # TYPE duet_messages_relayed_total counter"
+        );
+        for kind in SignalKind::ALL {
+            let _ = writeln!(
+                out,
+                "duet_messages_relayed_total{{type=\"{}\"}} {}",
+                kind.as_str(),
+                self.relayed[kind_index(kind)].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP duet_errors_total Errors sent to clients, by code.\n\
+             # TYPE duet_errors_total counter"
+        );
+        for code in ErrorCode::ALL {
+            let _ = writeln!(
+                out,
+                "duet_errors_total{{code=\"{}\"}} {}",
+                code.as_str(),
+                self.errors[code.index()].load(Relaxed)
+            );
+        }
+        out
+    }
+}

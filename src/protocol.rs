@@ -1,0 +1,665 @@
+//! The wire protocol: what clients send (`Request`), what the server sends (frames built by
+//! the `*_frame` functions), names, and the stable error codes.
+//!
+//! It is the seed tutorial's protocol (`login`, `offer`, `answer`, `candidate`, `leave`,
+//! `error`) with additive extensions; `docs/protocol.md` is the prose version of this file.
+//!
+//! Parsing borrows from the incoming text: SDP and candidate payloads are never decoded into
+//! a tree and re-encoded. They are kept as the client's raw JSON text and spliced into the
+//! relayed frame, which is both faster and guarantees the relay is exact.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Longest accepted name, in Unicode scalar values, after trimming.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// A validated, trimmed user name. Cheap to clone: it is shared by the registry, the
+/// session and every event that names its sender.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(Arc<str>);
+
+impl Name {
+    /// Trims `raw` and checks it is 1..=64 characters with no control characters.
+    pub fn parse(raw: &str) -> Result<Name, NameError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(NameError::Empty);
+        }
+        if trimmed.chars().count() > MAX_NAME_CHARS {
+            return Err(NameError::TooLong);
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err(NameError::ControlCharacter);
+        }
+        Ok(Name(Arc::from(trimmed)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// Why a login name was refused; shown to the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("The name is empty; type a name to sign in.")]
+    Empty,
+    #[error("The name is longer than 64 characters; choose a shorter one.")]
+    TooLong,
+    #[error("The name contains control characters; use letters, digits, spaces or symbols.")]
+    ControlCharacter,
+    #[error("The name must be a JSON string.")]
+    NotAString,
+}
+
+/// The kinds of signaling message relayed between two users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalKind {
+    Offer,
+    Answer,
+    Candidate,
+    Leave,
+}
+
+impl SignalKind {
+    pub const ALL: [SignalKind; 4] = [
+        SignalKind::Offer,
+        SignalKind::Answer,
+        SignalKind::Candidate,
+        SignalKind::Leave,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalKind::Offer => "offer",
+            SignalKind::Answer => "answer",
+            SignalKind::Candidate => "candidate",
+            SignalKind::Leave => "leave",
+        }
+    }
+}
+
+/// Why a call ended, carried in `leave.reason` (an extension; the seed's `leave` had none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeaveReason {
+    Hangup,
+    Declined,
+    Cancelled,
+    NoAnswer,
+    /// Sent by the server when the peer's connection went away.
+    Disconnected,
+}
+
+impl LeaveReason {
+    /// Reasons a client may give; anything else (including `disconnected`, which only the
+    /// server may say) becomes `hangup`.
+    fn from_client(raw: &str) -> LeaveReason {
+        match raw {
+            "declined" => LeaveReason::Declined,
+            "cancelled" => LeaveReason::Cancelled,
+            "no-answer" => LeaveReason::NoAnswer,
+            _ => LeaveReason::Hangup,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaveReason::Hangup => "hangup",
+            LeaveReason::Declined => "declined",
+            LeaveReason::Cancelled => "cancelled",
+            LeaveReason::NoAnswer => "no-answer",
+            LeaveReason::Disconnected => "disconnected",
+        }
+    }
+}
+
+/// A message from a client, validated, borrowing from the frame text.
+#[derive(Debug)]
+pub enum Request<'a> {
+    Login {
+        /// The claimed name, or why it is unusable (reported as a failed login).
+        name: Result<Name, NameError>,
+    },
+    /// `offer`, `answer` or `candidate` to `to`, with the payload as raw JSON text.
+    Relay {
+        kind: SignalKind,
+        to: Target,
+        payload: &'a RawValue,
+    },
+    Leave {
+        /// `None` when the client gave no name: "my current peer".
+        to: Option<Target>,
+        reason: LeaveReason,
+    },
+}
+
+/// A target name as given by a client. A string that is not a valid name cannot be online,
+/// so it is kept as text for the error message instead of failing the parse.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Valid(Name),
+    Invalid(String),
+}
+
+impl Target {
+    fn parse(raw: Cow<'_, str>) -> Target {
+        match Name::parse(&raw) {
+            Ok(name) => Target::Valid(name),
+            Err(_) => Target::Invalid(raw.into_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Target::Valid(name) => name.as_str(),
+            Target::Invalid(raw) => raw,
+        }
+    }
+}
+
+/// Stable, machine-readable error codes (the `code` field). Never rename one: clients
+/// match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    InvalidJson,
+    NotAnObject,
+    InvalidMessage,
+    UnknownType,
+    BinaryNotSupported,
+    NotLoggedIn,
+    AlreadyLoggedIn,
+    NotOnline,
+    CannotCallSelf,
+    Busy,
+    AlreadyInCall,
+    NotInCall,
+    DeliveryFailed,
+    RateLimited,
+    Unavailable,
+    // Login failure codes, carried by `login` replies rather than `error` frames.
+    InvalidName,
+    NameTaken,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 17] = [
+        ErrorCode::InvalidJson,
+        ErrorCode::NotAnObject,
+        ErrorCode::InvalidMessage,
+        ErrorCode::UnknownType,
+        ErrorCode::BinaryNotSupported,
+        ErrorCode::NotLoggedIn,
+        ErrorCode::AlreadyLoggedIn,
+        ErrorCode::NotOnline,
+        ErrorCode::CannotCallSelf,
+        ErrorCode::Busy,
+        ErrorCode::AlreadyInCall,
+        ErrorCode::NotInCall,
+        ErrorCode::DeliveryFailed,
+        ErrorCode::RateLimited,
+        ErrorCode::Unavailable,
+        ErrorCode::InvalidName,
+        ErrorCode::NameTaken,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid-json",
+            ErrorCode::NotAnObject => "not-an-object",
+            ErrorCode::InvalidMessage => "invalid-message",
+            ErrorCode::UnknownType => "unknown-type",
+            ErrorCode::BinaryNotSupported => "binary-not-supported",
+            ErrorCode::NotLoggedIn => "not-logged-in",
+            ErrorCode::AlreadyLoggedIn => "already-logged-in",
+            ErrorCode::NotOnline => "not-online",
+            ErrorCode::CannotCallSelf => "cannot-call-self",
+            ErrorCode::Busy => "busy",
+            ErrorCode::AlreadyInCall => "already-in-call",
+            ErrorCode::NotInCall => "not-in-call",
+            ErrorCode::DeliveryFailed => "delivery-failed",
+            ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::InvalidName => "invalid-name",
+            ErrorCode::NameTaken => "name-taken",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+
+    /// Index into per-code metric arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A frame that could not be turned into a `Request`: the error to send back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The `type` of the offending message, when it had a readable one.
+    pub request: Option<String>,
+}
+
+impl ParseError {
+    fn new(code: ErrorCode, message: impl Into<String>, request: Option<&str>) -> Self {
+        ParseError {
+            code,
+            message: message.into(),
+            request: request.map(str::to_owned),
+        }
+    }
+}
+
+/// The fields duet reads. Everything is optional here so that a missing field becomes a
+/// precise error instead of a generic serde message; unknown fields are ignored.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    offer: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    answer: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    candidate: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    reason: Option<&'a RawValue>,
+}
+
+fn as_string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    serde_json::from_str::<Cow<'_, str>>(raw.get()).ok()
+}
+
+/// Parses one text frame.
+pub fn parse(text: &str) -> Result<Request<'_>, ParseError> {
+    // serde would happily read a struct from a JSON array, so rule out non-objects first.
+    if !text.trim_start().starts_with('{') {
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => ParseError::new(
+                ErrorCode::NotAnObject,
+                "Messages must be JSON objects with a \"type\" field.",
+                None,
+            ),
+            Err(e) => ParseError::new(
+                ErrorCode::InvalidJson,
+                format!("The message is not valid JSON: {e}."),
+                None,
+            ),
+        });
+    }
+    let envelope: Envelope<'_> = match serde_json::from_str(text) {
+        Ok(envelope) => envelope,
+        Err(e) if e.is_data() => {
+            return Err(ParseError::new(
+                ErrorCode::InvalidMessage,
+                format!("The message is not a valid signaling message: {e}."),
+                None,
+            ));
+        }
+        Err(e) => {
+            return Err(ParseError::new(
+                ErrorCode::InvalidJson,
+                format!("The message is not valid JSON: {e}."),
+                None,
+            ));
+        }
+    };
+
+    let kind = match envelope.kind {
+        None => {
+            return Err(ParseError::new(
+                ErrorCode::InvalidMessage,
+                "The message has no \"type\" field.",
+                None,
+            ));
+        }
+        Some(raw) => match as_string(raw) {
+            Some(kind) => kind,
+            None => {
+                return Err(ParseError::new(
+                    ErrorCode::InvalidMessage,
+                    "The \"type\" field must be a string.",
+                    None,
+                ));
+            }
+        },
+    };
+
+    let signal = match &*kind {
+        "login" => {
+            let name = match envelope.name.map(as_string) {
+                Some(Some(raw)) => Name::parse(&raw),
+                _ => Err(NameError::NotAString),
+            };
+            return Ok(Request::Login { name });
+        }
+        "offer" => SignalKind::Offer,
+        "answer" => SignalKind::Answer,
+        "candidate" => SignalKind::Candidate,
+        "leave" => SignalKind::Leave,
+        other => {
+            // The seed's exact text, so clients that show it keep working.
+            return Err(ParseError::new(
+                ErrorCode::UnknownType,
+                format!("Command not found: {other}"),
+                Some(other),
+            ));
+        }
+    };
+    let request = Some(signal.as_str());
+
+    let target = match envelope.name {
+        None => None,
+        Some(raw) => match as_string(raw) {
+            Some(name) => Some(Target::parse(name)),
+            None => {
+                return Err(ParseError::new(
+                    ErrorCode::InvalidMessage,
+                    "The \"name\" field must be a string: the user the message is for.",
+                    request,
+                ));
+            }
+        },
+    };
+
+    if signal == SignalKind::Leave {
+        let reason = envelope
+            .reason
+            .and_then(as_string)
+            .map_or(LeaveReason::Hangup, |r| LeaveReason::from_client(&r));
+        return Ok(Request::Leave { to: target, reason });
+    }
+
+    let Some(to) = target else {
+        return Err(ParseError::new(
+            ErrorCode::InvalidMessage,
+            format!(
+                "The \"{}\" message has no \"name\" field: the user it is for.",
+                signal.as_str()
+            ),
+            request,
+        ));
+    };
+    let payload = match signal {
+        SignalKind::Offer => envelope.offer,
+        SignalKind::Answer => envelope.answer,
+        _ => envelope.candidate,
+    };
+    match payload {
+        Some(payload) if payload.get().starts_with('{') => Ok(Request::Relay {
+            kind: signal,
+            to,
+            payload,
+        }),
+        _ => Err(ParseError::new(
+            ErrorCode::InvalidMessage,
+            format!(
+                "The \"{0}\" message needs an object in its \"{0}\" field.",
+                signal.as_str()
+            ),
+            request,
+        )),
+    }
+}
+
+/// A name encoded once as a JSON string, ready to splice into frames.
+pub fn json_string(s: &str) -> String {
+    // Serialising a &str cannot fail.
+    serde_json::to_string(s).unwrap_or_else(|_| String::from("\"\""))
+}
+
+/// The frame relayed to the receiver of an `offer`/`answer`/`candidate`: the seed's fields
+/// plus the sender's name. `sender_json` is the sender's name already JSON-encoded.
+pub fn relay_frame(kind: SignalKind, payload: &RawValue, sender_json: &str) -> String {
+    let kind = kind.as_str();
+    let payload = payload.get();
+    let mut frame = String::with_capacity(kind.len() * 2 + payload.len() + sender_json.len() + 32);
+    frame.push_str("{\"type\":\"");
+    frame.push_str(kind);
+    frame.push_str("\",\"");
+    frame.push_str(kind);
+    frame.push_str("\":");
+    frame.push_str(payload);
+    frame.push_str(",\"name\":");
+    frame.push_str(sender_json);
+    frame.push('}');
+    frame
+}
+
+/// `{"type":"leave","name":<peer>,"reason":<reason>}`.
+pub fn leave_frame(peer_json: &str, reason: LeaveReason) -> String {
+    format!(
+        "{{\"type\":\"leave\",\"name\":{peer_json},\"reason\":\"{}\"}}",
+        reason.as_str()
+    )
+}
+
+#[derive(Serialize)]
+struct ErrorFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    code: &'static str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
+/// `{"type":"error","code":...,"message":...}` with the request type and target name when
+/// known.
+pub fn error_frame(
+    code: ErrorCode,
+    message: &str,
+    request: Option<&str>,
+    name: Option<&str>,
+) -> String {
+    serde_json::to_string(&ErrorFrame {
+        kind: "error",
+        code: code.as_str(),
+        message,
+        request,
+        name,
+    })
+    .unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct LoginFailed<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    success: bool,
+    code: &'static str,
+    message: &'a str,
+}
+
+pub fn login_failed_frame(code: ErrorCode, message: &str) -> String {
+    serde_json::to_string(&LoginFailed {
+        kind: "login",
+        success: false,
+        code: code.as_str(),
+        message,
+    })
+    .unwrap_or_default()
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LoginOk<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    success: bool,
+    name: &'a Name,
+    ice_servers: &'a serde_json::Value,
+    users: &'a [Name],
+    users_truncated: bool,
+}
+
+pub fn login_ok_frame(
+    name: &Name,
+    ice_servers: &serde_json::Value,
+    users: &[Name],
+    users_truncated: bool,
+) -> String {
+    serde_json::to_string(&LoginOk {
+        kind: "login",
+        success: true,
+        name,
+        ice_servers,
+        users,
+        users_truncated,
+    })
+    .unwrap_or_default()
+}
+
+/// `{"type":"presence","name":...,"online":...}`.
+pub fn presence_frame(name: &Name, online: bool) -> String {
+    format!(
+        "{{\"type\":\"presence\",\"name\":{},\"online\":{online}}}",
+        json_string(name.as_str())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> ErrorCode {
+        match parse(text) {
+            Err(e) => e.code,
+            Ok(r) => panic!("expected an error for {text}, got {r:?}"),
+        }
+    }
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(
+            Name::parse("  alice ").map(|n| n.to_string()),
+            Ok("alice".into())
+        );
+        assert_eq!(Name::parse("   "), Err(NameError::Empty));
+        assert_eq!(
+            Name::parse(&"é".repeat(64)).map(|n| n.as_str().chars().count()),
+            Ok(64)
+        );
+        assert_eq!(Name::parse(&"x".repeat(65)), Err(NameError::TooLong));
+        assert_eq!(Name::parse("a\u{7}b"), Err(NameError::ControlCharacter));
+        assert!(Name::parse("李雷 🎥").is_ok());
+    }
+
+    #[test]
+    fn classifies_bad_frames() {
+        assert_eq!(err("not json"), ErrorCode::InvalidJson);
+        assert_eq!(err("{\"type\":"), ErrorCode::InvalidJson);
+        assert_eq!(err("[1,2]"), ErrorCode::NotAnObject);
+        assert_eq!(err("42"), ErrorCode::NotAnObject);
+        assert_eq!(err("{}"), ErrorCode::InvalidMessage);
+        assert_eq!(err("{\"type\":5}"), ErrorCode::InvalidMessage);
+        assert_eq!(err("{\"type\":\"dance\"}"), ErrorCode::UnknownType);
+        assert_eq!(
+            err("{\"type\":\"offer\",\"offer\":{}}"),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            err("{\"type\":\"offer\",\"name\":\"b\"}"),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            err("{\"type\":\"offer\",\"name\":\"b\",\"offer\":\"sdp\"}"),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            err("{\"type\":\"candidate\",\"name\":7,\"candidate\":{}}"),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            err("{\"type\":\"x\",\"type\":\"y\"}"),
+            ErrorCode::InvalidMessage
+        );
+    }
+
+    #[test]
+    fn unknown_type_keeps_the_seed_text() {
+        let e = parse("{\"type\":\"dance\"}").unwrap_err();
+        assert_eq!(e.message, "Command not found: dance");
+    }
+
+    #[test]
+    fn relay_is_exact() {
+        let text =
+            r#"{"type":"offer","name":"bob","offer":{"type":"offer","sdp":"v=0\r\n\u00e9"},"x":1}"#;
+        let Ok(Request::Relay { kind, to, payload }) = parse(text) else {
+            panic!("expected relay");
+        };
+        assert_eq!(kind, SignalKind::Offer);
+        assert_eq!(to.as_str(), "bob");
+        let frame = relay_frame(kind, payload, &json_string("al\"ice"));
+        let v: serde_json::Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(v["offer"]["sdp"], "v=0\r\né");
+        assert_eq!(v["name"], "al\"ice");
+        assert_eq!(v["type"], "offer");
+    }
+
+    #[test]
+    fn leave_defaults() {
+        let Ok(Request::Leave { to, reason }) = parse("{\"type\":\"leave\"}") else {
+            panic!()
+        };
+        assert!(to.is_none());
+        assert_eq!(reason, LeaveReason::Hangup);
+        let Ok(Request::Leave { reason, .. }) =
+            parse("{\"type\":\"leave\",\"name\":\"b\",\"reason\":\"disconnected\"}")
+        else {
+            panic!()
+        };
+        assert_eq!(reason, LeaveReason::Hangup);
+    }
+
+    #[test]
+    fn login_with_a_bad_name_is_a_failed_login_not_a_parse_error() {
+        let Ok(Request::Login { name }) = parse("{\"type\":\"login\",\"name\":\"\"}") else {
+            panic!()
+        };
+        assert_eq!(name, Err(NameError::Empty));
+        let Ok(Request::Login { name }) = parse("{\"type\":\"login\"}") else {
+            panic!()
+        };
+        assert_eq!(name, Err(NameError::NotAString));
+    }
+
+    #[test]
+    fn error_codes_round_trip() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_code(code.as_str()), Some(code));
+        }
+    }
+}

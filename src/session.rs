@@ -1,0 +1,794 @@
+//! One WebSocket connection: login, call state, relaying, limits and keepalive.
+//!
+//! [`run`] drives a [`Session`] from three inputs (frames from the client, events from the
+//! registry, timers) and writes what the session queued in `out`. The session never touches
+//! the socket itself, and the socket type is generic, so the logic runs the same over a
+//! real WebSocket or a pair of channels.
+
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::ice::IceConfig;
+use crate::metrics::Metrics;
+use crate::protocol::{self, ErrorCode, LeaveReason, Name, NameError, Request, SignalKind, Target};
+use crate::registry::{ClaimError, Event, Mailbox, Registry, SendError};
+
+/// What every session shares.
+pub struct Context {
+    pub config: Config,
+    pub registry: Registry,
+    pub metrics: Arc<Metrics>,
+    pub ice: IceConfig,
+    /// Cancelled when the server shuts down: every session closes with 1001.
+    pub shutdown: CancellationToken,
+}
+
+/// WebSocket close codes the server uses (RFC 6455 section 7.4.1).
+mod close_code {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// Events taken from the inbox in one go before the socket is flushed: batches writes under
+/// load without letting one busy sender starve the client's own frames for long.
+const INBOX_BATCH: usize = 256;
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    ClientClosed,
+    SocketError,
+    Shutdown,
+    SlowConsumer,
+    WriteTimeout,
+    PongTimeout,
+    RateLimited,
+    TooBig,
+}
+
+impl End {
+    /// The close frame to attempt, if any.
+    fn close_frame(self) -> Option<CloseFrame> {
+        let (code, reason) = match self {
+            End::Shutdown => (close_code::GOING_AWAY, "server shutting down"),
+            End::SlowConsumer => (close_code::TRY_AGAIN_LATER, "too slow to receive messages"),
+            End::PongTimeout => (close_code::POLICY, "no pong received"),
+            End::RateLimited => (close_code::POLICY, "rate limit exceeded"),
+            End::TooBig => (close_code::TOO_BIG, "message too big"),
+            End::ClientClosed | End::SocketError | End::WriteTimeout => return None,
+        };
+        Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        })
+    }
+}
+
+/// Who is in a call with whom, from this side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Call {
+    Idle,
+    /// We sent an offer; it rings until answered or until `deadline`.
+    Calling {
+        peer: Name,
+        deadline: Instant,
+    },
+    /// We received an offer and have not answered yet.
+    Ringing {
+        peer: Name,
+    },
+    /// Answered.
+    Connected {
+        peer: Name,
+    },
+}
+
+impl Call {
+    fn peer(&self) -> Option<&Name> {
+        match self {
+            Call::Idle => None,
+            Call::Calling { peer, .. } | Call::Ringing { peer } | Call::Connected { peer } => {
+                Some(peer)
+            }
+        }
+    }
+}
+
+/// The logged-in identity of a session.
+struct Me {
+    name: Name,
+    /// `name` encoded once as a JSON string, spliced into every frame we send to peers.
+    json: String,
+    mailbox: Mailbox,
+}
+
+/// Token bucket: `rate` tokens per second, at most `burst` stored.
+struct RateLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+    /// Limited messages since the last allowed one; too many closes the connection.
+    excess: u32,
+}
+
+impl RateLimit {
+    fn new(rate: f64, burst: u32, now: Instant) -> Self {
+        let burst = f64::from(burst.max(1));
+        RateLimit {
+            rate,
+            burst,
+            tokens: burst,
+            last: now,
+            excess: 0,
+        }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.excess = 0;
+            true
+        } else {
+            self.excess += 1;
+            false
+        }
+    }
+}
+
+struct Session {
+    ctx: Arc<Context>,
+    /// Connection number, for logs.
+    id: u64,
+    me: Option<Me>,
+    /// Receiving end of our mailbox, once logged in.
+    inbox: Option<mpsc::Receiver<Event>>,
+    call: Call,
+    rate: RateLimit,
+    /// Frames to write to the client once the current input is handled.
+    out: Vec<Message>,
+    /// Set when the session must end after `out` is written.
+    end: Option<End>,
+    /// Cancelled by a sender that found our mailbox full.
+    kick: CancellationToken,
+}
+
+/// Serves one upgraded WebSocket until it closes, the client misbehaves, or the server
+/// shuts down. Cleans up after itself: the name is released and a call peer told.
+pub async fn run<S, E>(socket: S, ctx: Arc<Context>, id: u64, addr: SocketAddr)
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
+    E: StdError + Send + Sync + 'static,
+{
+    let now = Instant::now();
+    let mut session = Session {
+        rate: RateLimit::new(ctx.config.rate_limit, ctx.config.rate_burst, now),
+        ctx,
+        id,
+        me: None,
+        inbox: None,
+        call: Call::Idle,
+        out: Vec::new(),
+        end: None,
+        kick: CancellationToken::new(),
+    };
+    debug!(id, %addr, "connected");
+    let end = session.serve(socket).await;
+    session.finish(end).await;
+}
+
+impl Session {
+    async fn serve<S, E>(&mut self, mut socket: S) -> End
+    where
+        S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
+        E: StdError + Send + Sync + 'static,
+    {
+        let ping_interval = self.ctx.config.ping_interval;
+        let silence_limit = ping_interval + self.ctx.config.pong_timeout;
+        let mut last_seen = Instant::now();
+        let mut next_ping = last_seen + ping_interval;
+        let shutdown = self.ctx.shutdown.clone();
+        let kick = self.kick.clone();
+
+        let end = loop {
+            let mut wake = next_ping.min(last_seen + silence_limit);
+            if let Call::Calling { deadline, .. } = self.call {
+                wake = wake.min(deadline);
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break End::Shutdown,
+                _ = kick.cancelled() => break End::SlowConsumer,
+                event = recv(&mut self.inbox) => {
+                    self.on_event(event).await;
+                    for _ in 1..INBOX_BATCH {
+                        match self.inbox.as_mut().map(|rx| rx.try_recv()) {
+                            Some(Ok(event)) => self.on_event(Some(event)).await,
+                            _ => break,
+                        }
+                    }
+                }
+                frame = socket.next() => {
+                    last_seen = Instant::now();
+                    match frame {
+                        Some(Ok(Message::Text(text))) => self.on_text(&text, last_seen).await,
+                        Some(Ok(Message::Binary(_))) => {
+                            if self.rate_ok(last_seen) {
+                                self.error(
+                                    ErrorCode::BinaryNotSupported,
+                                    "Binary frames are not supported; send JSON text frames.",
+                                    None,
+                                    None,
+                                );
+                            }
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_))) | None => break End::ClientClosed,
+                        Some(Err(e)) => {
+                            if is_too_big(&e) {
+                                break End::TooBig;
+                            }
+                            debug!(id = self.id, error = %e, "websocket read failed");
+                            break End::SocketError;
+                        }
+                    }
+                }
+                _ = sleep_until(wake) => {
+                    let now = Instant::now();
+                    if now >= last_seen + silence_limit {
+                        break End::PongTimeout;
+                    }
+                    if now >= next_ping {
+                        self.out.push(Message::Ping(Default::default()));
+                        next_ping = now + ping_interval;
+                    }
+                    self.check_ring_timeout(now).await;
+                }
+            }
+            if !self.out.is_empty()
+                && let Err(end) = self.flush(&mut socket, &kick).await
+            {
+                break end;
+            }
+            if let Some(end) = self.end {
+                break end;
+            }
+        };
+
+        if let Some(frame) = end.close_frame() {
+            // Best effort: the client may be gone or not reading.
+            self.out.clear();
+            self.out.push(Message::Close(Some(frame)));
+            let _ = timeout(Duration::from_millis(500), self.flush_plain(&mut socket)).await;
+        }
+        end
+    }
+
+    /// Writes `out` to the socket, giving up when the client is kicked or too slow.
+    async fn flush<S, E>(&mut self, socket: &mut S, kick: &CancellationToken) -> Result<(), End>
+    where
+        S: Sink<Message, Error = E> + Unpin,
+    {
+        let write_timeout = self.ctx.config.write_timeout;
+        tokio::select! {
+            biased;
+            _ = kick.cancelled() => Err(End::SlowConsumer),
+            r = timeout(write_timeout, self.flush_plain(socket)) => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(())) => Err(End::SocketError),
+                Err(_) => Err(End::WriteTimeout),
+            },
+        }
+    }
+
+    async fn flush_plain<S, E>(&mut self, socket: &mut S) -> Result<(), ()>
+    where
+        S: Sink<Message, Error = E> + Unpin,
+    {
+        for message in self.out.drain(..) {
+            socket.feed(message).await.map_err(|_| ())?;
+        }
+        socket.flush().await.map_err(|_| ())
+    }
+
+    /// Ends the session: the peer learns we left, the name is freed.
+    async fn finish(&mut self, end: End) {
+        let metrics = &self.ctx.metrics;
+        match end {
+            End::SlowConsumer => {
+                metrics.slow_consumers.fetch_add(1, Relaxed);
+            }
+            End::PongTimeout => {
+                metrics.pong_timeouts.fetch_add(1, Relaxed);
+            }
+            End::RateLimited => {
+                metrics.rate_limit_closes.fetch_add(1, Relaxed);
+            }
+            _ => {}
+        }
+        let Some(me) = self.me.take() else {
+            debug!(id = self.id, ?end, "disconnected");
+            return;
+        };
+        if let Some(peer) = self.call.peer().cloned() {
+            self.set_call(Call::Idle);
+            let frame = protocol::leave_frame(&me.json, LeaveReason::Disconnected);
+            let event = Event::Signal {
+                from: me.name.clone(),
+                kind: SignalKind::Leave,
+                reason: Some(LeaveReason::Disconnected),
+                frame: frame.into(),
+            };
+            let _ = self.ctx.registry.send(&peer, event).await;
+        }
+        self.ctx.registry.release(&me.name, &me.mailbox).await;
+        self.ctx
+            .registry
+            .announce(&me.name, false, self.ctx.config.presence_limit)
+            .await;
+        info!(id = self.id, name = %me.name, ?end, "logged out");
+    }
+
+    fn rate_ok(&mut self, now: Instant) -> bool {
+        if self.rate.allow(now) {
+            return true;
+        }
+        if self.rate.excess > self.rate.burst as u32 {
+            self.end = Some(End::RateLimited);
+        } else {
+            self.error(
+                ErrorCode::RateLimited,
+                "Too many messages; slow down or you will be disconnected.",
+                None,
+                None,
+            );
+        }
+        false
+    }
+
+    fn push(&mut self, frame: String) {
+        self.out.push(Message::Text(frame.into()));
+    }
+
+    fn error(&mut self, code: ErrorCode, message: &str, request: Option<&str>, name: Option<&str>) {
+        self.ctx.metrics.error(code);
+        self.push(protocol::error_frame(code, message, request, name));
+    }
+
+    /// Changes call state, keeping the in-call gauge true.
+    fn set_call(&mut self, call: Call) {
+        let was = matches!(self.call, Call::Connected { .. });
+        let is = matches!(call, Call::Connected { .. });
+        match (was, is) {
+            (false, true) => {
+                self.ctx.metrics.sessions_in_call.fetch_add(1, Relaxed);
+            }
+            (true, false) => {
+                self.ctx.metrics.sessions_in_call.fetch_sub(1, Relaxed);
+            }
+            _ => {}
+        }
+        self.call = call;
+    }
+
+    async fn on_text(&mut self, text: &str, now: Instant) {
+        if !self.rate_ok(now) {
+            return;
+        }
+        match protocol::parse(text) {
+            Err(e) => self.error(e.code, &e.message, e.request.as_deref(), None),
+            Ok(Request::Login { name }) => self.login(name).await,
+            Ok(request) if self.me.is_none() => {
+                let kind = match request {
+                    Request::Relay { kind, .. } => kind,
+                    _ => SignalKind::Leave,
+                };
+                self.error(
+                    ErrorCode::NotLoggedIn,
+                    "Log in first: send {\"type\":\"login\",\"name\":...}.",
+                    Some(kind.as_str()),
+                    None,
+                );
+            }
+            Ok(Request::Relay { kind, to, payload }) => self.relay(kind, to, payload).await,
+            Ok(Request::Leave { to, reason }) => self.leave(to, reason).await,
+        }
+    }
+
+    async fn login(&mut self, name: Result<Name, NameError>) {
+        if let Some(me) = &self.me {
+            let message = format!(
+                "You are already logged in as \"{}\"; a connection has one name. \
+                 Open another connection to use another name.",
+                me.name
+            );
+            self.error(ErrorCode::AlreadyLoggedIn, &message, Some("login"), None);
+            return;
+        }
+        let name = match name {
+            Ok(name) => name,
+            Err(e) => {
+                self.ctx.metrics.error(ErrorCode::InvalidName);
+                self.push(protocol::login_failed_frame(
+                    ErrorCode::InvalidName,
+                    &e.to_string(),
+                ));
+                return;
+            }
+        };
+        let config = &self.ctx.config;
+        let (mailbox, inbox) = Mailbox::new(config.queue_capacity, self.kick.clone());
+        match self.ctx.registry.claim(&name, &mailbox).await {
+            Ok(()) => {}
+            Err(ClaimError::Taken) => {
+                self.ctx.metrics.error(ErrorCode::NameTaken);
+                let message = format!("The name \"{name}\" is already in use; choose another.");
+                self.push(protocol::login_failed_frame(ErrorCode::NameTaken, &message));
+                return;
+            }
+            Err(ClaimError::Unavailable(reason)) => {
+                warn!(id = self.id, %name, %reason, "login refused: registry unavailable");
+                self.ctx.metrics.error(ErrorCode::Unavailable);
+                self.push(protocol::login_failed_frame(
+                    ErrorCode::Unavailable,
+                    "The server cannot check names right now; try again in a few seconds.",
+                ));
+                return;
+            }
+        }
+        let limit = self.ctx.config.presence_limit;
+        let roster = if limit > 0 {
+            self.ctx.registry.roster(&name, limit).await
+        } else {
+            Default::default()
+        };
+        let ice = self.ctx.ice.servers_for(&name);
+        self.push(protocol::login_ok_frame(
+            &name,
+            &ice,
+            &roster.users,
+            roster.truncated,
+        ));
+        self.ctx.registry.announce(&name, true, limit).await;
+        self.ctx.metrics.logins_total.fetch_add(1, Relaxed);
+        info!(id = self.id, %name, "logged in");
+        self.me = Some(Me {
+            json: protocol::json_string(name.as_str()),
+            name,
+            mailbox,
+        });
+        self.inbox = Some(inbox);
+    }
+
+    /// The error for a message to `to`, who is not our call peer.
+    async fn not_paired(&mut self, kind: SignalKind, to: &Name) {
+        if self.ctx.registry.is_online(to).await {
+            let message = format!("You are not in a call with \"{to}\".");
+            self.error(
+                ErrorCode::NotInCall,
+                &message,
+                Some(kind.as_str()),
+                Some(to.as_str()),
+            );
+        } else {
+            self.not_online(kind, to.as_str());
+        }
+    }
+
+    fn not_online(&mut self, kind: SignalKind, to: &str) {
+        let message = format!("\"{to}\" is not online.");
+        self.error(
+            ErrorCode::NotOnline,
+            &message,
+            Some(kind.as_str()),
+            Some(to),
+        );
+    }
+
+    /// Reports a failed `registry.send` to the client.
+    fn send_failed(&mut self, kind: SignalKind, to: &Name, e: SendError) {
+        match e {
+            SendError::NotOnline => self.not_online(kind, to.as_str()),
+            SendError::Full => {
+                let message = format!(
+                    "\"{to}\" could not take the message (their connection is too slow) and is \
+                     being disconnected."
+                );
+                self.error(
+                    ErrorCode::DeliveryFailed,
+                    &message,
+                    Some(kind.as_str()),
+                    Some(to.as_str()),
+                );
+            }
+            SendError::Unavailable(reason) => {
+                warn!(id = self.id, %to, %reason, "relay failed: registry unavailable");
+                self.error(
+                    ErrorCode::Unavailable,
+                    "The server cannot deliver messages right now; try again in a few seconds.",
+                    Some(kind.as_str()),
+                    Some(to.as_str()),
+                );
+            }
+        }
+    }
+
+    async fn relay(&mut self, kind: SignalKind, to: Target, payload: &RawValue) {
+        let Target::Valid(to) = to else {
+            self.not_online(kind, to.as_str());
+            return;
+        };
+        let Some(me) = &self.me else { return };
+        let mut new_call = false;
+        match kind {
+            SignalKind::Offer => {
+                if to == me.name {
+                    self.error(
+                        ErrorCode::CannotCallSelf,
+                        "You cannot call yourself.",
+                        Some("offer"),
+                        Some(to.as_str()),
+                    );
+                    return;
+                }
+                match self.call.peer() {
+                    // A new offer within the pair: renegotiation.
+                    Some(peer) if *peer == to => {}
+                    Some(peer) => {
+                        let message = format!(
+                            "You are in a call with \"{peer}\"; hang up (send leave) before \
+                             calling someone else."
+                        );
+                        self.error(
+                            ErrorCode::AlreadyInCall,
+                            &message,
+                            Some("offer"),
+                            Some(to.as_str()),
+                        );
+                        return;
+                    }
+                    None => new_call = true,
+                }
+            }
+            _ => {
+                if self.call.peer() != Some(&to) {
+                    self.not_paired(kind, &to).await;
+                    return;
+                }
+            }
+        }
+
+        let Some(me) = &self.me else { return };
+        let me_name = me.name.clone();
+        let event = Event::Signal {
+            from: me.name.clone(),
+            kind,
+            reason: None,
+            frame: protocol::relay_frame(kind, payload, &me.json).into(),
+        };
+        if new_call {
+            // Paired before sending, so our candidates that follow the offer are accepted.
+            let deadline = Instant::now() + self.ctx.config.ring_timeout;
+            self.set_call(Call::Calling {
+                peer: to.clone(),
+                deadline,
+            });
+        }
+        match self.ctx.registry.send(&to, event).await {
+            Ok(()) => {
+                if new_call {
+                    info!(id = self.id, from = %me_name, %to, "calling");
+                }
+                if kind == SignalKind::Answer && matches!(self.call, Call::Ringing { .. }) {
+                    info!(id = self.id, name = %me_name, peer = %to, "call answered");
+                    self.set_call(Call::Connected { peer: to });
+                }
+            }
+            Err(e) => {
+                if new_call {
+                    self.set_call(Call::Idle);
+                }
+                self.send_failed(kind, &to, e);
+            }
+        }
+    }
+
+    async fn leave(&mut self, to: Option<Target>, reason: LeaveReason) {
+        let peer = self.call.peer().cloned();
+        let target = match (to, peer.clone()) {
+            (Some(Target::Valid(name)), _) => name,
+            (Some(Target::Invalid(raw)), _) => {
+                self.not_online(SignalKind::Leave, &raw);
+                return;
+            }
+            (None, Some(peer)) => peer,
+            (None, None) => {
+                self.error(
+                    ErrorCode::NotInCall,
+                    "You are not in a call.",
+                    Some("leave"),
+                    None,
+                );
+                return;
+            }
+        };
+        if peer.as_ref() != Some(&target) {
+            self.not_paired(SignalKind::Leave, &target).await;
+            return;
+        }
+        self.set_call(Call::Idle);
+        let Some(me) = &self.me else { return };
+        info!(id = self.id, name = %me.name, peer = %target, reason = reason.as_str(), "left call");
+        let event = Event::Signal {
+            from: me.name.clone(),
+            kind: SignalKind::Leave,
+            reason: Some(reason),
+            frame: protocol::leave_frame(&me.json, reason).into(),
+        };
+        if let Err(e) = self.ctx.registry.send(&target, event).await {
+            self.send_failed(SignalKind::Leave, &target, e);
+        }
+    }
+
+    async fn check_ring_timeout(&mut self, now: Instant) {
+        let Call::Calling { peer, deadline } = &self.call else {
+            return;
+        };
+        if now < *deadline {
+            return;
+        }
+        let peer = peer.clone();
+        self.set_call(Call::Idle);
+        let Some(me) = &self.me else { return };
+        info!(id = self.id, name = %me.name, %peer, "no answer");
+        let event = Event::Signal {
+            from: me.name.clone(),
+            kind: SignalKind::Leave,
+            reason: Some(LeaveReason::NoAnswer),
+            frame: protocol::leave_frame(&me.json, LeaveReason::NoAnswer).into(),
+        };
+        // If the peer is gone its own leave has reached or will reach us; either way the
+        // attempt is over for our client.
+        let _ = self.ctx.registry.send(&peer, event).await;
+        self.push(protocol::leave_frame(
+            &protocol::json_string(peer.as_str()),
+            LeaveReason::NoAnswer,
+        ));
+    }
+
+    /// Sends `code` back to `to` (the sender of something we refused).
+    async fn bounce(&mut self, to: &Name, code: ErrorCode, request: SignalKind) {
+        let Some(me) = &self.me else { return };
+        let event = Event::Bounce {
+            from: me.name.clone(),
+            code,
+            request,
+        };
+        let _ = self.ctx.registry.send(to, event).await;
+    }
+
+    async fn on_event(&mut self, event: Option<Event>) {
+        let Some(event) = event else { return };
+        match event {
+            Event::Notice(frame) => self.out.push(Message::Text(frame)),
+            Event::Bounce {
+                from,
+                code,
+                request,
+            } => {
+                let ended_attempt = request == SignalKind::Offer
+                    && matches!(&self.call, Call::Calling { peer, .. } if *peer == from);
+                if ended_attempt && code != ErrorCode::NotInCall {
+                    self.set_call(Call::Idle);
+                }
+                let message = match code {
+                    ErrorCode::Busy => format!("\"{from}\" is in another call."),
+                    ErrorCode::NotInCall => format!("\"{from}\" is not in a call with you."),
+                    ErrorCode::NotOnline => format!("\"{from}\" is not online."),
+                    _ => format!("\"{from}\" could not take the message."),
+                };
+                self.error(code, &message, Some(request.as_str()), Some(from.as_str()));
+            }
+            Event::Signal {
+                from,
+                kind,
+                reason,
+                frame,
+            } => {
+                let from_peer = self.call.peer() == Some(&from);
+                match kind {
+                    SignalKind::Offer if self.call == Call::Idle => {
+                        self.set_call(Call::Ringing { peer: from });
+                    }
+                    SignalKind::Offer if !from_peer => {
+                        self.bounce(&from, ErrorCode::Busy, kind).await;
+                        return;
+                    }
+                    SignalKind::Answer if from_peer => {
+                        if matches!(self.call, Call::Calling { .. }) {
+                            info!(id = self.id, peer = %from, "call answered");
+                        }
+                        self.set_call(Call::Connected { peer: from });
+                    }
+                    SignalKind::Leave if from_peer => {
+                        debug!(id = self.id, peer = %from, ?reason, "peer left");
+                        self.set_call(Call::Idle);
+                    }
+                    // A hang-up of a call that is already over here: nothing to tell.
+                    SignalKind::Leave => return,
+                    _ if !from_peer => {
+                        self.bounce(&from, ErrorCode::NotInCall, kind).await;
+                        return;
+                    }
+                    _ => {}
+                }
+                self.ctx.metrics.relayed(kind);
+                self.out.push(Message::Text(frame));
+            }
+        }
+    }
+}
+
+/// Waits for the next event, or forever before login.
+async fn recv(inbox: &mut Option<mpsc::Receiver<Event>>) -> Option<Event> {
+    match inbox {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether a read error means the client sent a frame over the size limit.
+fn is_too_big(e: &(dyn StdError + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = err.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_refills() {
+        let start = Instant::now();
+        let mut rl = RateLimit::new(10.0, 2, start);
+        assert!(rl.allow(start));
+        assert!(rl.allow(start));
+        assert!(!rl.allow(start));
+        assert_eq!(rl.excess, 1);
+        assert!(rl.allow(start + Duration::from_millis(150)));
+        assert_eq!(rl.excess, 0);
+    }
+
+    #[test]
+    fn zero_rate_is_unlimited() {
+        let start = Instant::now();
+        let mut rl = RateLimit::new(0.0, 1, start);
+        assert!((0..10_000).all(|_| rl.allow(start)));
+    }
+}

@@ -1,0 +1,377 @@
+//! Protocol cases that hold for any deployment: each takes a [`Cluster`] and spreads its
+//! users over the nodes (user `i` on node `i % nodes`). `tests/protocol.rs` runs them on one
+//! node; the cluster tests run them across nodes.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::common::*;
+
+/// The seed tutorial's whole flow, message for message.
+pub async fn seed_flow(c: &Cluster) {
+    let mut a = c.user(0, "alice").await;
+    let mut b = c.user(1, "bob").await;
+
+    a.send(json!({"type": "offer", "name": "bob", "offer": offer_payload()}))
+        .await;
+    let offer = b.recv_type("offer").await;
+    assert_eq!(offer["offer"], offer_payload(), "offer relayed exactly");
+    assert_eq!(offer["name"], "alice");
+
+    // The callee's browser may send candidates before its answer.
+    b.send(json!({"type": "candidate", "name": "alice", "candidate": candidate_payload(1)}))
+        .await;
+    assert_eq!(
+        a.recv_type("candidate").await["candidate"],
+        candidate_payload(1)
+    );
+
+    b.send(json!({"type": "answer", "name": "alice", "answer": answer_payload()}))
+        .await;
+    let answer = a.recv_type("answer").await;
+    assert_eq!(answer["answer"], answer_payload());
+    assert_eq!(answer["name"], "bob");
+
+    a.send(json!({"type": "candidate", "name": "bob", "candidate": candidate_payload(2)}))
+        .await;
+    let cand = b.recv_type("candidate").await;
+    assert_eq!(cand["candidate"], candidate_payload(2));
+    assert_eq!(cand["name"], "alice");
+
+    a.send(json!({"type": "leave", "name": "bob"})).await;
+    let leave = b.recv_type("leave").await;
+    assert_eq!(leave["name"], "alice");
+    assert_eq!(leave["reason"], "hangup");
+
+    // A name is free again once its connection is gone.
+    a.close().await;
+    let mut again = c.client(2).await;
+    let mut reply = again.login("alice").await;
+    for _ in 0..50 {
+        if reply["success"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        reply = again.login("alice").await;
+    }
+    assert_eq!(reply["success"], true, "{reply}");
+}
+
+pub async fn bad_input_gets_errors(c: &Cluster) {
+    let mut a = c.client(0).await;
+    let cases: &[(&str, &str)] = &[
+        ("hello", "invalid-json"),
+        ("[1,2,3]", "not-an-object"),
+        ("\"text\"", "not-an-object"),
+        ("{}", "invalid-message"),
+        ("{\"type\":42}", "invalid-message"),
+        ("{\"type\":\"dance\"}", "unknown-type"),
+    ];
+    for (text, code) in cases {
+        a.send_text(text).await;
+        let e = a.recv_type("error").await;
+        assert_eq!(e["code"], *code, "for {text}: {e}");
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    a.send_text("{\"type\":\"dance\"}").await;
+    assert_eq!(
+        a.recv_type("error").await["message"],
+        "Command not found: dance"
+    );
+
+    // Binary frames are refused with an error, and the connection stays usable.
+    a.ws.send(Message::binary(vec![1, 2, 3]))
+        .await
+        .expect("send");
+    assert_eq!(a.recv_type("error").await["code"], "binary-not-supported");
+
+    // Bad names: a failed login with a reason.
+    for name in [
+        json!(""),
+        json!("   "),
+        json!("x".repeat(65)),
+        json!("a\u{0}b"),
+        json!(7),
+        json!(null),
+    ] {
+        a.send(json!({"type": "login", "name": name})).await;
+        let reply = a.recv_type("login").await;
+        assert_eq!(reply["success"], false, "{name}");
+        assert_eq!(reply["code"], "invalid-name", "{name}");
+    }
+
+    let mut a = c.user(0, "  ünïcødé 名前 🎥 ").await;
+    let b_name = "bob-bad-input";
+    let mut b = c.user(1, b_name).await;
+    for (msg, code) in [
+        (
+            json!({"type": "offer", "offer": offer_payload()}),
+            "invalid-message",
+        ),
+        (json!({"type": "offer", "name": b_name}), "invalid-message"),
+        (
+            json!({"type": "offer", "name": b_name, "offer": "sdp"}),
+            "invalid-message",
+        ),
+        (
+            json!({"type": "offer", "name": 5, "offer": offer_payload()}),
+            "invalid-message",
+        ),
+        (
+            json!({"type": "candidate", "name": b_name}),
+            "invalid-message",
+        ),
+        (
+            json!({"type": "answer", "name": b_name, "answer": [1]}),
+            "invalid-message",
+        ),
+    ] {
+        a.send(msg.clone()).await;
+        let e = a.recv_type("error").await;
+        assert_eq!(e["code"], code, "for {msg}: {e}");
+    }
+    // The trimmed name is the one others see.
+    a.send(json!({"type": "offer", "name": b_name, "offer": offer_payload()}))
+        .await;
+    assert_eq!(b.recv_type("offer").await["name"], "ünïcødé 名前 🎥");
+}
+
+pub async fn nothing_relayed_before_login(c: &Cluster) {
+    let mut b = c.user(1, "bob-nl").await;
+    let mut anon = c.client(0).await;
+    for kind in ["offer", "answer", "candidate", "leave"] {
+        anon.send(json!({"type": kind, "name": "bob-nl", kind: {"x": 1}}))
+            .await;
+        let e = anon.recv_type("error").await;
+        assert_eq!(e["code"], "not-logged-in", "{kind}: {e}");
+        assert_eq!(e["request"], kind);
+    }
+    b.silent_for(Duration::from_millis(300)).await;
+}
+
+/// The seed crashed on both of these.
+pub async fn offline_targets_get_errors(c: &Cluster) {
+    // Anyone sends leave to a name that is not online.
+    let mut a = c.user(0, "alice-off").await;
+    a.send(json!({"type": "leave", "name": "nobody"})).await;
+    let e = a.recv_type("error").await;
+    assert_eq!(e["code"], "not-online");
+    assert_eq!(e["name"], "nobody");
+
+    for kind in ["offer", "answer", "candidate"] {
+        a.send(json!({"type": kind, "name": "nobody", kind: {"x": 1}}))
+            .await;
+        let e = a.recv_type("error").await;
+        assert_eq!(e["code"], "not-online", "{kind}: {e}");
+    }
+
+    // The caller hangs up after the callee closed the tab without answering.
+    let b = {
+        let mut b = c.user(1, "bob-off").await;
+        a.send(json!({"type": "offer", "name": "bob-off", "offer": offer_payload()}))
+            .await;
+        b.recv_type("offer").await;
+        b
+    };
+    b.close().await;
+    let leave = a.recv_type("leave").await;
+    assert_eq!(leave["name"], "bob-off");
+    assert_eq!(leave["reason"], "disconnected");
+    a.send(json!({"type": "leave", "name": "bob-off"})).await;
+    assert_eq!(a.recv_type("error").await["code"], "not-online");
+
+    // The server is still up and serving.
+    let mut x = c.user(2, "still-up").await;
+    x.send(json!({"type": "offer", "name": "alice-off", "offer": offer_payload()}))
+        .await;
+    assert_eq!(a.recv_type("offer").await["name"], "still-up");
+}
+
+pub async fn busy_and_renegotiation(c: &Cluster) {
+    let mut a = c.user(0, "alice-busy").await;
+    let mut b = c.user(1, "bob-busy").await;
+    let mut x = c.user(2, "carol-busy").await;
+    connect_call(&mut a, "alice-busy", &mut b, "bob-busy").await;
+
+    x.send(json!({"type": "offer", "name": "bob-busy", "offer": offer_payload()}))
+        .await;
+    let e = x.recv_type("error").await;
+    assert_eq!(e["code"], "busy", "{e}");
+    assert_eq!(e["name"], "bob-busy");
+    b.silent_for(Duration::from_millis(200)).await;
+
+    // Renegotiation in both directions is relayed.
+    a.send(json!({"type": "offer", "name": "bob-busy", "offer": {"type": "offer", "sdp": "v=0 again"}})).await;
+    assert_eq!(b.recv_type("offer").await["offer"]["sdp"], "v=0 again");
+    b.send(json!({"type": "offer", "name": "alice-busy", "offer": {"type": "offer", "sdp": "v=0 back"}})).await;
+    assert_eq!(a.recv_type("offer").await["offer"]["sdp"], "v=0 back");
+
+    // Calling someone else while in a call is refused.
+    a.send(json!({"type": "offer", "name": "carol-busy", "offer": offer_payload()}))
+        .await;
+    assert_eq!(a.recv_type("error").await["code"], "already-in-call");
+
+    // Calling yourself.
+    x.send(json!({"type": "offer", "name": "carol-busy", "offer": offer_payload()}))
+        .await;
+    assert_eq!(x.recv_type("error").await["code"], "cannot-call-self");
+
+    // After a hang-up both are free: carol can call bob.
+    b.send(json!({"type": "leave", "name": "alice-busy"})).await;
+    assert_eq!(a.recv_type("leave").await["name"], "bob-busy");
+    x.send(json!({"type": "offer", "name": "bob-busy", "offer": offer_payload()}))
+        .await;
+    assert_eq!(b.recv_type("offer").await["name"], "carol-busy");
+}
+
+/// Strangers cannot inject candidates into a call or hang it up.
+pub async fn strangers_cannot_interfere(c: &Cluster) {
+    let mut a = c.user(0, "alice-s").await;
+    let mut b = c.user(1, "bob-s").await;
+    let mut x = c.user(2, "mallory-s").await;
+    connect_call(&mut a, "alice-s", &mut b, "bob-s").await;
+    for kind in ["candidate", "answer", "leave"] {
+        x.send(json!({"type": kind, "name": "bob-s", kind: {"x": 1}}))
+            .await;
+        let e = x.recv_type("error").await;
+        assert_eq!(e["code"], "not-in-call", "{kind}: {e}");
+    }
+    b.silent_for(Duration::from_millis(200)).await;
+    // The call still works.
+    a.send(json!({"type": "candidate", "name": "bob-s", "candidate": candidate_payload(9)}))
+        .await;
+    assert_eq!(
+        b.recv_type("candidate").await["candidate"],
+        candidate_payload(9)
+    );
+}
+
+pub async fn close_during_call(c: &Cluster) {
+    let mut a = c.user(0, "alice-c").await;
+    let mut b = c.user(1, "bob-c").await;
+    connect_call(&mut a, "alice-c", &mut b, "bob-c").await;
+    drop(a); // no close handshake: the TCP connection just goes away
+    let leave = b.recv_type("leave").await;
+    assert_eq!(leave["name"], "alice-c");
+    assert_eq!(leave["reason"], "disconnected");
+    // bob is free again, and alice's name is too.
+    let mut a2 = c.user(2, "alice-c").await;
+    a2.send(json!({"type": "offer", "name": "bob-c", "offer": offer_payload()}))
+        .await;
+    assert_eq!(b.recv_type("offer").await["name"], "alice-c");
+}
+
+pub async fn decline_cancel_and_leave_without_name(c: &Cluster) {
+    let mut a = c.user(0, "alice-d").await;
+    let mut b = c.user(1, "bob-d").await;
+    a.send(json!({"type": "offer", "name": "bob-d", "offer": offer_payload()}))
+        .await;
+    b.recv_type("offer").await;
+    b.send(json!({"type": "leave", "name": "alice-d", "reason": "declined"}))
+        .await;
+    let leave = a.recv_type("leave").await;
+    assert_eq!(leave["reason"], "declined");
+    assert_eq!(leave["name"], "bob-d");
+
+    a.send(json!({"type": "offer", "name": "bob-d", "offer": offer_payload()}))
+        .await;
+    b.recv_type("offer").await;
+    a.send(json!({"type": "leave", "reason": "cancelled"}))
+        .await;
+    let leave = b.recv_type("leave").await;
+    assert_eq!(leave["reason"], "cancelled");
+    assert_eq!(leave["name"], "alice-d");
+
+    a.send(json!({"type": "leave"})).await;
+    assert_eq!(a.recv_type("error").await["code"], "not-in-call");
+}
+
+pub async fn second_login_refused(c: &Cluster) {
+    let mut a = c.user(0, "first-name").await;
+    a.send(json!({"type": "login", "name": "second-name"}))
+        .await;
+    let e = a.recv_type("error").await;
+    assert_eq!(e["code"], "already-logged-in");
+    // The first name is still held by this connection; the second is free.
+    let mut other = c.client(1).await;
+    assert_eq!(other.login("first-name").await["code"], "name-taken");
+    assert_eq!(other.login("second-name").await["success"], true);
+    // And the first connection still works under its first name.
+    other
+        .send(json!({"type": "offer", "name": "first-name", "offer": offer_payload()}))
+        .await;
+    assert_eq!(a.recv_type("offer").await["name"], "second-name");
+}
+
+/// Many connections race for one name: exactly one wins.
+pub async fn login_race(c: &Cluster) {
+    let mut clients = Vec::new();
+    for i in 0..50 {
+        clients.push(c.client(i).await);
+    }
+    let replies = futures_util::future::join_all(clients.iter_mut().map(|c| async move {
+        c.send(json!({"type": "login", "name": "racer"})).await;
+        c.recv_type("login").await
+    }))
+    .await;
+    let winners = replies.iter().filter(|r| r["success"] == true).count();
+    assert_eq!(winners, 1, "{replies:?}");
+    for r in replies.iter().filter(|r| r["success"] == false) {
+        assert_eq!(r["code"], "name-taken");
+    }
+}
+
+/// 5,000 candidates arrive in order, none lost.
+pub async fn candidates_in_order(c: &Cluster) {
+    let mut a = c.user(0, "alice-o").await;
+    let mut b = c.user(1, "bob-o").await;
+    connect_call(&mut a, "alice-o", &mut b, "bob-o").await;
+    const N: usize = 5000;
+    let sender = async {
+        for i in 0..N {
+            a.send(
+                json!({"type": "candidate", "name": "bob-o", "candidate": candidate_payload(i)}),
+            )
+            .await;
+        }
+    };
+    let receiver = async {
+        for i in 0..N {
+            let v = b.recv_type("candidate").await;
+            assert_eq!(v["candidate"], candidate_payload(i), "message {i}");
+        }
+    };
+    tokio::join!(sender, receiver);
+}
+
+pub async fn presence(c: &Cluster) {
+    let mut a = c.user(0, "alice-p").await;
+    let mut b = c.client(1).await;
+    let reply = b.login("bob-p").await;
+    assert!(
+        reply["users"]
+            .as_array()
+            .is_some_and(|u| u.contains(&json!("alice-p"))),
+        "{reply}"
+    );
+    assert!(reply["iceServers"].is_array());
+    loop {
+        let p = a.recv_type("presence").await;
+        if p["name"] == "bob-p" {
+            assert_eq!(p["online"], true);
+            break;
+        }
+    }
+    b.close().await;
+    loop {
+        let p = a.recv_type("presence").await;
+        if p["name"] == "bob-p" {
+            assert_eq!(p["online"], false);
+            break;
+        }
+    }
+}

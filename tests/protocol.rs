@@ -1,0 +1,283 @@
+//! The wire protocol against one real duet server on a loopback port.
+
+mod cases;
+mod common;
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use common::*;
+
+macro_rules! on_one_node {
+    ($($case:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $case() {
+            let mut cluster = Cluster::single(|_| {}).await;
+            cases::$case(&cluster).await;
+            cluster.shutdown().await;
+        }
+    )*};
+}
+
+on_one_node!(
+    seed_flow,
+    bad_input_gets_errors,
+    nothing_relayed_before_login,
+    offline_targets_get_errors,
+    busy_and_renegotiation,
+    strangers_cannot_interfere,
+    close_during_call,
+    decline_cancel_and_leave_without_name,
+    second_login_refused,
+    login_race,
+    candidates_in_order,
+    presence,
+);
+
+#[tokio::test]
+async fn http_routes() {
+    let server = Server::start(|_| {}).await;
+    let (status, body) = server.get("/healthz").await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("ok"));
+    let (status, body) = server.get("/").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.to_lowercase().contains("<html") || body.contains("<!doctype"),
+        "{body}"
+    );
+    let (status, _) = server.get("/no-such-file").await;
+    assert_eq!(status, 404);
+
+    // The seed's URL (path /) and /ws both speak the protocol.
+    let mut a = Client::connect(&server.url("/ws")).await;
+    assert_eq!(a.login("metrics-a").await["success"], true);
+    a.send_text("nope").await;
+    a.recv_type("error").await;
+    let (status, body) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("duet_connections_open 1"), "{body}");
+    assert!(body.contains("duet_users_online 1"), "{body}");
+    assert!(
+        body.contains("duet_errors_total{code=\"invalid-json\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("duet_messages_relayed_total{type=\"offer\"} 0"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn calls_and_relays_are_counted() {
+    let cluster = Cluster::single(|_| {}).await;
+    let mut a = cluster.user(0, "m-alice").await;
+    let mut b = cluster.user(1, "m-bob").await;
+    connect_call(&mut a, "m-alice", &mut b, "m-bob").await;
+    let (_, body) = cluster.nodes[0].get("/metrics").await;
+    assert!(body.contains("duet_calls_in_progress 1"), "{body}");
+    assert!(
+        body.contains("duet_messages_relayed_total{type=\"answer\"} 1"),
+        "{body}"
+    );
+    a.send(json!({"type": "leave"})).await;
+    b.recv_type("leave").await;
+    let (_, body) = cluster.nodes[0].get("/metrics").await;
+    assert!(body.contains("duet_calls_in_progress 0"), "{body}");
+}
+
+#[tokio::test]
+async fn unanswered_call_rings_out() {
+    let cluster = Cluster::single(|c| c.ring_timeout = Duration::from_millis(300)).await;
+    let mut a = cluster.user(0, "r-alice").await;
+    let mut b = cluster.user(1, "r-bob").await;
+    a.send(json!({"type": "offer", "name": "r-bob", "offer": offer_payload()}))
+        .await;
+    b.recv_type("offer").await;
+    let la = a.recv_type("leave").await;
+    assert_eq!(la["reason"], "no-answer");
+    assert_eq!(la["name"], "r-bob");
+    let lb = b.recv_type("leave").await;
+    assert_eq!(lb["reason"], "no-answer");
+    assert_eq!(lb["name"], "r-alice");
+    // Both free: bob can now call alice.
+    b.send(json!({"type": "offer", "name": "r-alice", "offer": offer_payload()}))
+        .await;
+    assert_eq!(a.recv_type("offer").await["name"], "r-bob");
+}
+
+#[tokio::test]
+async fn answered_call_does_not_ring_out() {
+    let cluster = Cluster::single(|c| c.ring_timeout = Duration::from_millis(200)).await;
+    let mut a = cluster.user(0, "r2-alice").await;
+    let mut b = cluster.user(1, "r2-bob").await;
+    connect_call(&mut a, "r2-alice", &mut b, "r2-bob").await;
+    a.silent_for(Duration::from_millis(500)).await;
+    b.silent_for(Duration::from_millis(10)).await;
+}
+
+#[tokio::test]
+async fn vanished_client_is_detected_by_ping() {
+    let cluster = Cluster::single(|c| {
+        c.ping_interval = Duration::from_millis(100);
+        c.pong_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let mut a = cluster.user(0, "p-alice").await;
+    let mut b = cluster.user(1, "p-bob").await;
+    connect_call(&mut a, "p-alice", &mut b, "p-bob").await;
+    // bob's client stops reading, so it never answers pings (tungstenite answers pings
+    // only while being read), like a laptop whose lid was closed.
+    let _frozen = b;
+    let leave = a.recv_type("leave").await;
+    assert_eq!(leave["name"], "p-bob");
+    assert_eq!(leave["reason"], "disconnected");
+    let mut again = cluster.client(2).await;
+    assert_eq!(again.login("p-bob").await["success"], true);
+    let (_, body) = cluster.nodes[0].get("/metrics").await;
+    assert!(body.contains("duet_pong_timeouts_total 1"), "{body}");
+    // A client that keeps reading (and so answers pings) is not dropped.
+    a.silent_for(Duration::from_millis(600)).await;
+}
+
+#[tokio::test]
+async fn slow_consumer_is_dropped_and_sender_told() {
+    let cluster = Cluster::single(|c| {
+        c.queue_capacity = 4;
+        c.write_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let mut a = cluster.user(0, "s-alice").await;
+    let mut b = cluster.user(1, "s-bob").await;
+    connect_call(&mut a, "s-alice", &mut b, "s-bob").await;
+    let _not_reading = b;
+    let big = "x".repeat(60_000);
+    let mut told = None;
+    for i in 0..2000 {
+        a.send(
+            json!({"type": "candidate", "name": "s-bob", "candidate": {"candidate": big, "i": i}}),
+        )
+        .await;
+        // Look for the error without blocking the sender.
+        if let Ok(Ok(v)) = tokio::time::timeout(Duration::from_millis(1), a.next_json()).await
+            && v["type"] == "error"
+        {
+            told = Some(v);
+            break;
+        }
+    }
+    let e = match told {
+        Some(e) => e,
+        None => a.recv_type("error").await,
+    };
+    assert_eq!(e["code"], "delivery-failed", "{e}");
+    assert_eq!(e["name"], "s-bob");
+    // bob was disconnected: alice hears he left, and the drop was counted.
+    let leave = a.recv_type("leave").await;
+    assert_eq!(leave["reason"], "disconnected");
+    let (_, body) = cluster.nodes[0].get("/metrics").await;
+    assert!(
+        body.contains("duet_slow_consumers_dropped_total 1"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_message_closes_with_1009() {
+    let cluster = Cluster::single(|c| c.max_message_size = 16 * 1024).await;
+    let mut a = cluster.user(0, "big-alice").await;
+    let mut b = cluster.user(1, "big-bob").await;
+    a.send(json!({"type": "offer", "name": "big-bob", "offer": {"sdp": "x".repeat(20 * 1024)}}))
+        .await;
+    assert_eq!(a.closed().await, Some(1009));
+    b.silent_for(Duration::from_millis(200)).await;
+    // The server is unaffected; the name was freed.
+    let mut c2 = cluster.user(2, "big-alice").await;
+    c2.send(json!({"type": "offer", "name": "big-bob", "offer": {"sdp": "x".repeat(10 * 1024)}}))
+        .await;
+    assert_eq!(b.recv_type("offer").await["name"], "big-alice");
+}
+
+#[tokio::test]
+async fn rate_limit_warns_then_disconnects() {
+    let cluster = Cluster::single(|c| {
+        c.rate_limit = 5.0;
+        c.rate_burst = 5;
+    })
+    .await;
+    // The login took one of the 5 tokens: of 8 messages, 4 pass and 4 are refused.
+    let mut a = cluster.user(0, "flood").await;
+    for _ in 0..8 {
+        a.send_text("{\"type\":\"leave\"}").await;
+    }
+    let mut codes = Vec::new();
+    for _ in 0..8 {
+        codes.push(a.recv_type("error").await["code"].clone());
+    }
+    let limited = codes.iter().filter(|c| **c == "rate-limited").count();
+    assert_eq!(limited, 4, "{codes:?}");
+    // Keeping it up closes the connection with 1008.
+    for _ in 0..20 {
+        if a.ws
+            .send(Message::text("{\"type\":\"leave\"}"))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(a.closed().await, Some(1008));
+}
+
+#[tokio::test]
+async fn connection_limit() {
+    let cluster = Cluster::single(|c| c.max_connections = 2).await;
+    let _a = cluster.client(0).await;
+    let _b = cluster.client(0).await;
+    let third = tokio_tungstenite::connect_async(cluster.nodes[0].url("/")).await;
+    match third {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("expected 503, got {other:?}"),
+    }
+    drop(_a);
+    // The slot frees once the first connection is gone.
+    let mut ok = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if tokio_tungstenite::connect_async(cluster.nodes[0].url("/"))
+            .await
+            .is_ok()
+        {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_closes_with_1001() {
+    let mut server = Server::start(|_| {}).await;
+    let mut a = Client::connect(&server.url("/")).await;
+    assert_eq!(a.login("going").await["success"], true);
+    let mut b = Client::connect(&server.url("/ws")).await;
+    let started = std::time::Instant::now();
+    let (result, code_a, code_b) = tokio::join!(server.shutdown(), a.closed(), b.closed());
+    result.expect("run returned an error");
+    assert_eq!(code_a, Some(1001));
+    assert_eq!(code_b, Some(1001));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Nothing listens any more.
+    assert!(tokio::net::TcpStream::connect(server.addr).await.is_err());
+}
+
+#[tokio::test]
+async fn no_greeting_on_connect() {
+    let server = Server::start(|_| {}).await;
+    let mut a = Client::connect(&server.url("/")).await;
+    a.silent_for(Duration::from_millis(200)).await;
+    let _ = json!(null);
+}
