@@ -1,0 +1,30 @@
+// Entry point: wires the modules together. Nothing here but construction.
+
+import { App } from './app.js';
+import { openLocalMedia } from './media.js';
+import { pageOptions, signalingUrl } from './protocol.js';
+import { Signaling } from './signaling.js';
+import { createUi } from './ui.js';
+
+const ui = createUi(document);
+const signaling = new Signaling(signalingUrl(window.location));
+const app = new App({
+  signaling,
+  ui,
+  openMedia: () => openLocalMedia(navigator.mediaDevices),
+  options: pageOptions(window.location.search),
+});
+
+// Debug and test hook: a read-only view of the call state (and the current
+// RTCPeerConnection, for getStats in tests). Nothing reads it back.
+Object.defineProperty(window, 'duet', {
+  value: Object.freeze({
+    get state() {
+      return app.debugState;
+    },
+  }),
+  writable: false,
+  configurable: false,
+});
+
+app.start();
