@@ -1,0 +1,217 @@
+// Debian's chromium driven by playwright-core (no downloaded browser), with
+// fake camera/microphone, and helpers to act as one user per browser context.
+
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { repoRoot } from './server.js';
+
+export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+export const artifactsDir = resolve(repoRoot, 'e2e', 'artifacts');
+
+const ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--use-fake-ui-for-media-stream',
+  '--use-fake-device-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+export async function launchBrowser() {
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+}
+
+/**
+ * A user: its own browser context (own cookies, own fake camera) and page.
+ * Console errors of the page are collected for failure messages.
+ */
+export async function openUser(browser, baseUrl, { query = '', viewport, noMedia = false } = {}) {
+  const context = await browser.newContext({ viewport: viewport ?? { width: 1000, height: 900 } });
+  const page = await context.newPage();
+  if (noMedia) {
+    // A machine with no camera or microphone: every getUserMedia fails.
+    await page.addInitScript(() => {
+      navigator.mediaDevices.getUserMedia = async () => {
+        throw new DOMException('Requested device not found', 'NotFoundError');
+      };
+    });
+  }
+  const consoleLines = [];
+  page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
+  page.on('dialog', async (d) => {
+    consoleLines.push(`dialog: ${d.message()}`);
+    await d.dismiss();
+  });
+  await page.goto(`${baseUrl}/${query}`);
+  return { context, page, consoleLines };
+}
+
+/** Log in through the page and wait for the call page. */
+export async function login(user, name, { expectMedia = true } = {}) {
+  const { page } = user;
+  await page.waitForFunction(() => window.duet?.state.signaling === 'open');
+  await page.fill('#usernameInput', name);
+  await page.click('#loginBtn');
+  await page.waitForSelector('#callPage:not([hidden])');
+  // Local media is opened right after login; wait for the preview.
+  if (expectMedia) {
+    await page.waitForFunction(() => {
+      const v = document.querySelector('#localVideo');
+      return v.srcObject && v.videoWidth > 0;
+    });
+  }
+  user.name = name;
+  return user;
+}
+
+export function state(page) {
+  return page.evaluate(() => {
+    const s = window.duet.state;
+    return { name: s.name, call: s.call, peer: s.peer, signaling: s.signaling, users: s.users, hasPc: !!s.pc };
+  });
+}
+
+export async function waitCallState(page, want, timeout = 15_000) {
+  await page.waitForFunction((w) => window.duet.state.call === w, want, { timeout });
+}
+
+export async function statusText(page) {
+  return (await page.textContent('#callStatus')) ?? '';
+}
+
+/** Wait until #callStatus matches `re` (a RegExp source, case-insensitive). */
+export async function waitStatus(page, re, timeout = 15_000) {
+  try {
+    await page.waitForFunction(
+      (src) => new RegExp(src, 'i').test(document.querySelector('#callStatus').textContent),
+      re.source ?? re,
+      { timeout },
+    );
+  } catch (err) {
+    throw new Error(`#callStatus never matched ${re}; it says: "${await statusText(page)}"`);
+  }
+}
+
+/** Inbound video stats of the page's current peer connection. */
+export function inboundVideo(page) {
+  return page.evaluate(async () => {
+    const pc = window.duet.state.pc;
+    if (!pc) return null;
+    const report = await pc.getStats();
+    for (const s of report.values()) {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') {
+        return { framesDecoded: s.framesDecoded ?? 0, width: s.frameWidth ?? 0, bytes: s.bytesReceived ?? 0 };
+      }
+    }
+    return { framesDecoded: 0, width: 0, bytes: 0 };
+  });
+}
+
+/** Wait until the remote video decodes frames; resolves with Date.now() at that point. */
+export async function waitFirstFrame(page, timeout = 20_000) {
+  await page.waitForFunction(
+    async () => {
+      const pc = window.duet.state.pc;
+      if (!pc) return false;
+      const report = await pc.getStats();
+      for (const s of report.values()) {
+        if (s.type === 'inbound-rtp' && s.kind === 'video' && s.framesDecoded > 0) return true;
+      }
+      return false;
+    },
+    null,
+    { timeout, polling: 20 },
+  );
+  return Date.now();
+}
+
+/** The remote <video> element is playing: has a size and its time advances. */
+export async function assertRemoteVideoPlays(page) {
+  const first = await page.waitForFunction(
+    () => {
+      const v = document.querySelector('#remoteVideo');
+      return v.srcObject && v.videoWidth > 0 && v.currentTime > 0 ? { w: v.videoWidth, h: v.videoHeight, t: v.currentTime } : false;
+    },
+    null,
+    { timeout: 20_000 },
+  );
+  const start = await first.jsonValue();
+  await page.waitForFunction(
+    (t0) => document.querySelector('#remoteVideo').currentTime > t0 + 0.3,
+    start.t,
+    { timeout: 10_000 },
+  );
+  return start;
+}
+
+export function screenshotPath(name) {
+  mkdirSync(artifactsDir, { recursive: true });
+  return resolve(artifactsDir, name);
+}
+
+/** Type a name and press Call. */
+export async function dial(page, name) {
+  await page.fill('#callToUsernameInput', name);
+  await page.click('#callBtn');
+}
+
+/** Wait for the incoming-call panel and press Accept. */
+export async function acceptIncoming(page, from) {
+  await page.waitForSelector('#incomingPanel:not([hidden])');
+  const text = await page.textContent('#incomingText');
+  if (from && text !== `${from} is calling`) throw new Error(`incoming text is "${text}"`);
+  await page.click('#acceptBtn');
+}
+
+/**
+ * Mean brightness (0..255) of the remote video, drawn to a canvas: the fake
+ * camera is a bright test pattern, a disabled track sends black frames.
+ */
+export function remoteBrightness(page) {
+  return page.evaluate(() => {
+    const v = document.querySelector('#remoteVideo');
+    if (!v.videoWidth) return 0;
+    const c = document.createElement('canvas');
+    c.width = 64;
+    c.height = 48;
+    const g = c.getContext('2d', { willReadFrequently: true });
+    g.drawImage(v, 0, 0, c.width, c.height);
+    const { data } = g.getImageData(0, 0, c.width, c.height);
+    let sum = 0;
+    for (let i = 0; i < data.length; i += 4) sum += (data[i] + data[i + 1] + data[i + 2]) / 3;
+    return sum / (data.length / 4);
+  });
+}
+
+/** Total audio energy received so far (grows while the peer's mic is on). */
+export function inboundAudioEnergy(page) {
+  return page.evaluate(async () => {
+    const pc = window.duet.state.pc;
+    if (!pc) return null;
+    for (const s of (await pc.getStats()).values()) {
+      if (s.type === 'inbound-rtp' && s.kind === 'audio') return s.totalAudioEnergy ?? 0;
+    }
+    return 0;
+  });
+}
+
+/** enabled flags of the tracks our peer connection sends. */
+export function sentTracks(page) {
+  return page.evaluate(() => {
+    const out = {};
+    for (const sender of window.duet.state.pc?.getSenders() ?? []) {
+      if (sender.track) out[sender.track.kind] = sender.track.enabled;
+    }
+    return out;
+  });
+}
+
+export async function closeUser(user) {
+  await user?.context.close().catch(() => {});
+}
