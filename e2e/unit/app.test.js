@@ -1,0 +1,192 @@
+// The call controller's message handling, with a fake socket, page and peer connection.
+
+import { test, beforeEach, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { App } from '../../web/js/app.js';
+import { Signaling } from '../../web/js/signaling.js';
+import { FakePeerConnection, FakeWebSocket, fakeUi, settle } from './fakes.js';
+
+globalThis.RTCPeerConnection = FakePeerConnection;
+
+let ui;
+let app;
+let ws;
+
+/** A logged-in app named `name`, with no camera (no MediaStream under Node). */
+async function loggedIn(name = 'bob', reply = {}) {
+  FakeWebSocket.instances = [];
+  FakePeerConnection.instances = [];
+  ui = fakeUi();
+  const signaling = new Signaling('ws://test/ws', { WebSocketImpl: FakeWebSocket, delay: () => 5 });
+  app = new App({
+    signaling,
+    ui,
+    openMedia: async () => ({ stream: null, problem: 'no camera' }),
+    options: {},
+    log: () => {},
+  });
+  app.start();
+  ws = FakeWebSocket.instances[0];
+  ws.serverOpen();
+  ui.handlers.login(`  ${name} `);
+  assert.deepEqual(ws.sent.at(-1), { type: 'login', name });
+  ws.serverSend({ type: 'login', success: true, name, iceServers: [{ urls: ['stun:s:3478'] }], users: ['alice', name], ...reply });
+  await settle();
+  ws.sent.length = 0;
+}
+
+const last = () => FakePeerConnection.instances.at(-1);
+const sent = (type) => ws.sent.filter((m) => m.type === type);
+
+beforeEach(() => loggedIn());
+// End any call so its timers stop (else the test process never exits).
+afterEach(() => ui.handlers.hangup());
+
+test('login: the call page shows, users exclude ourselves, ICE servers come from the server', async () => {
+  assert.equal(ui.page, 'call');
+  assert.deepEqual(ui.users, ['alice']);
+  ws.serverSend({ type: 'presence', name: 'carol', online: true });
+  ws.serverSend({ type: 'presence', name: 'alice', online: false });
+  assert.deepEqual(ui.users, ['carol']);
+  ui.handlers.call('carol');
+  await settle();
+  assert.deepEqual(last().config.iceServers, [{ urls: ['stun:s:3478'] }]);
+  assert.equal(last().config.iceTransportPolicy, undefined);
+});
+
+test('login refused: the reason is shown on the login page', async () => {
+  FakeWebSocket.instances = [];
+  ui = fakeUi();
+  app = new App({ signaling: new Signaling('ws://t/ws', { WebSocketImpl: FakeWebSocket }), ui, openMedia: async () => ({ stream: null }), log: () => {} });
+  app.start();
+  FakeWebSocket.instances[0].serverOpen();
+  ui.handlers.login('alice');
+  FakeWebSocket.instances[0].serverSend({ type: 'login', success: false, code: 'name-taken', message: 'The name "alice" is already in use; choose another.' });
+  assert.equal(ui.page, 'login');
+  assert.match(ui.loginStatus, /already in use/);
+});
+
+test('incoming call: candidates before Accept are queued, then applied after the offer', async () => {
+  ws.serverSend({ type: 'offer', name: 'alice', offer: { type: 'offer', sdp: 'o' } });
+  ws.serverSend({ type: 'candidate', name: 'alice', candidate: { candidate: 'c1' } });
+  ws.serverSend({ type: 'candidate', name: 'alice', candidate: { candidate: 'c2' } });
+  await settle();
+  assert.equal(ui.view, 'incoming');
+  assert.equal(ui.callStatus, 'alice is calling');
+  assert.equal(sent('answer').length, 0, 'no auto-answer');
+  assert.equal(app.debugState.queuedCandidates, 2);
+
+  await ui.handlers.accept();
+  const pc = last();
+  assert.deepEqual(pc.remoteDescription, { type: 'offer', sdp: 'o' });
+  assert.deepEqual(pc.added, [{ candidate: 'c1' }, { candidate: 'c2' }]);
+  assert.deepEqual(sent('answer'), [{ type: 'answer', name: 'alice', answer: { type: 'answer', sdp: 'answer' } }]);
+  assert.equal(ui.view, 'connecting');
+
+  ws.serverSend({ type: 'candidate', name: 'alice', candidate: { candidate: 'c3' } });
+  ws.serverSend({ type: 'candidate', name: 'mallory', candidate: { candidate: 'evil' } });
+  await settle();
+  assert.deepEqual(pc.added.at(-1), { candidate: 'c3' }, 'candidates from others are ignored');
+
+  pc.setConnected();
+  assert.equal(ui.view, 'connected');
+  assert.match(ui.callStatus, /in a call with alice/i);
+});
+
+test('caller: our candidates wait until the offer is sent; the answer opens the queue', async () => {
+  const calling = ui.handlers.call('alice');
+  const pc = last();
+  pc.emitCandidate({ candidate: 'early' }); // before the offer went out
+  await calling;
+  assert.deepEqual(ws.sent.map((m) => m.type), ['offer', 'candidate']);
+  assert.equal(ws.sent[0].name, 'alice');
+  assert.deepEqual(ws.sent[1], { type: 'candidate', name: 'alice', candidate: { candidate: 'early' } });
+  assert.deepEqual(pc.transceivers, [{ kind: 'audio', direction: 'recvonly' }, { kind: 'video', direction: 'recvonly' }], 'no camera: receive only');
+
+  ws.serverSend({ type: 'candidate', name: 'alice', candidate: { candidate: 'r1' } });
+  await settle();
+  assert.deepEqual(pc.added, []);
+  ws.serverSend({ type: 'answer', name: 'alice', answer: { type: 'answer', sdp: 'a' } });
+  await settle();
+  assert.deepEqual(pc.added, [{ candidate: 'r1' }]);
+  assert.equal(ui.view, 'connecting');
+});
+
+test('errors answering our offer end the attempt and say why', async () => {
+  for (const [code, re] of [['busy', /alice is busy/], ['not-online', /alice is not online/], ['cannot-call-self', /cannot call yourself/]]) {
+    await ui.handlers.call('alice');
+    ws.serverSend({ type: 'error', code, message: 'x', name: 'alice', request: 'offer' });
+    assert.equal(ui.view, 'idle', code);
+    assert.match(ui.callStatus, re);
+    assert.equal(last().closed, true);
+  }
+});
+
+test('leave reasons: declined, no-answer, cancelled; strangers cannot end our call', async () => {
+  await ui.handlers.call('alice');
+  ws.serverSend({ type: 'leave', name: 'mallory', reason: 'hangup' });
+  assert.equal(ui.view, 'outgoing');
+  ws.serverSend({ type: 'leave', name: 'alice', reason: 'declined' });
+  assert.equal(ui.view, 'idle');
+  assert.equal(ui.callStatus, 'alice declined the call.');
+
+  await ui.handlers.call('alice');
+  ws.serverSend({ type: 'leave', name: 'alice', reason: 'no-answer' });
+  assert.match(ui.callStatus, /no answer/i);
+
+  ws.serverSend({ type: 'offer', name: 'alice', offer: { type: 'offer', sdp: 'o' } });
+  ws.serverSend({ type: 'leave', name: 'alice', reason: 'cancelled' });
+  assert.equal(ui.view, 'idle');
+  assert.equal(ui.callStatus, 'alice cancelled the call.');
+});
+
+test('decline, cancel and hang up send leave with the right reason', async () => {
+  ws.serverSend({ type: 'offer', name: 'alice', offer: { type: 'offer', sdp: 'o' } });
+  ui.handlers.decline();
+  await ui.handlers.call('alice');
+  ui.handlers.hangup();
+  ws.serverSend({ type: 'offer', name: 'alice', offer: { type: 'offer', sdp: 'o' } });
+  await ui.handlers.accept();
+  ui.handlers.hangup();
+  assert.deepEqual(sent('leave'), [
+    { type: 'leave', name: 'alice', reason: 'declined' },
+    { type: 'leave', name: 'alice', reason: 'cancelled' },
+    { type: 'leave', name: 'alice', reason: 'hangup' },
+  ]);
+  assert.equal(ui.view, 'idle');
+  assert.equal(ui.remoteStream, null);
+  assert.equal(app.debugState.pc, null);
+});
+
+test('ICE failure says a TURN server may be needed', async () => {
+  ws.serverSend({ type: 'offer', name: 'alice', offer: { type: 'offer', sdp: 'o' } });
+  await ui.handlers.accept();
+  last().setFailed();
+  assert.match(ui.callStatus, /could not connect directly; a TURN server may be needed/i);
+});
+
+test('signaling lost: the call ends, and after reconnecting we log in again with the same name', async () => {
+  ws.serverSend({ type: 'offer', name: 'alice', offer: { type: 'offer', sdp: 'o' } });
+  await ui.handlers.accept();
+  ws.serverClose(1006);
+  assert.equal(ui.view, 'idle');
+  assert.match(ui.callStatus, /lost the connection to the server.*call with alice has ended/i);
+  assert.equal(ui.signalingUp, false);
+  await new Promise((ok) => setTimeout(ok, 20));
+  const next = FakeWebSocket.instances.at(-1);
+  assert.notEqual(next, ws);
+  next.serverOpen();
+  assert.deepEqual(next.sent, [{ type: 'login', name: 'bob' }]);
+  next.serverSend({ type: 'login', success: true, name: 'bob', iceServers: [], users: [] });
+  assert.match(ui.callStatus, /signed in again as bob/);
+  assert.equal(ui.page, 'call');
+});
+
+test('glare: both call each other; the larger name gives way and answers', async () => {
+  await ui.handlers.call('alice'); // we are bob > alice
+  ws.serverSend({ type: 'offer', name: 'alice', offer: { type: 'offer', sdp: 'theirs' } });
+  await settle();
+  await settle();
+  assert.deepEqual(sent('answer').map((m) => m.name), ['alice']);
+  assert.equal(app.debugState.role, 'callee');
+});

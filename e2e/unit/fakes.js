@@ -1,0 +1,151 @@
+// Stand-ins for browser objects, so the client's logic runs under Node.
+
+/** A WebSocket whose server side the test drives. */
+export class FakeWebSocket extends EventTarget {
+  static CONNECTING = 0;
+  static OPEN = 1;
+  static CLOSED = 3;
+  static instances = [];
+  readyState = 0;
+  sent = [];
+  constructor(url) {
+    super();
+    this.url = url;
+    FakeWebSocket.instances.push(this);
+  }
+  send(text) {
+    this.sent.push(JSON.parse(text));
+  }
+  close(code = 1000) {
+    this.serverClose(code);
+  }
+  // test side
+  serverOpen() {
+    this.readyState = 1;
+    this.dispatchEvent(new Event('open'));
+  }
+  serverSend(obj) {
+    const data = typeof obj === 'string' ? obj : JSON.stringify(obj);
+    this.dispatchEvent(Object.assign(new Event('message'), { data }));
+  }
+  serverClose(code = 1006) {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this.dispatchEvent(Object.assign(new Event('close'), { code, reason: '' }));
+  }
+}
+
+/** Enough of RTCPeerConnection for the signaling logic: descriptions and candidates. */
+export class FakePeerConnection extends EventTarget {
+  static instances = [];
+  localDescription = null;
+  remoteDescription = null;
+  connectionState = 'new';
+  iceConnectionState = 'new';
+  added = [];
+  transceivers = [];
+  tracks = [];
+  closed = false;
+  constructor(config) {
+    super();
+    this.config = config;
+    FakePeerConnection.instances.push(this);
+  }
+  async createOffer() {
+    return { type: 'offer', sdp: `offer-${FakePeerConnection.instances.length}` };
+  }
+  async createAnswer() {
+    if (!this.remoteDescription) throw new Error('no remote offer');
+    return { type: 'answer', sdp: 'answer' };
+  }
+  async setLocalDescription(d) {
+    this.localDescription = { ...d, toJSON: () => ({ type: d.type, sdp: d.sdp }) };
+  }
+  async setRemoteDescription(d) {
+    this.remoteDescription = d;
+  }
+  async addIceCandidate(c) {
+    if (!this.remoteDescription) throw new DOMException('The remote description was null', 'InvalidStateError');
+    this.added.push(c);
+  }
+  addTrack(track) {
+    this.tracks.push(track);
+  }
+  addTransceiver(kind, init) {
+    this.transceivers.push({ kind, ...init });
+  }
+  getSenders() {
+    return [];
+  }
+  close() {
+    this.closed = true;
+  }
+  // test side
+  emitCandidate(candidate) {
+    this.dispatchEvent(Object.assign(new Event('icecandidate'), { candidate: { toJSON: () => candidate } }));
+  }
+  setConnected() {
+    this.connectionState = 'connected';
+    this.iceConnectionState = 'connected';
+    this.dispatchEvent(new Event('connectionstatechange'));
+  }
+  setFailed() {
+    this.iceConnectionState = 'failed';
+    this.dispatchEvent(new Event('iceconnectionstatechange'));
+  }
+}
+
+/** Records what the controller asks the page to show. */
+export function fakeUi() {
+  const ui = {
+    handlers: {},
+    view: null,
+    peer: null,
+    callStatus: '',
+    loginStatus: '',
+    page: 'login',
+    users: [],
+    remoteStream: undefined,
+    signalingUp: false,
+    on(h) {
+      Object.assign(ui.handlers, h);
+    },
+    showLogin() {
+      ui.page = 'login';
+    },
+    showCallPage() {
+      ui.page = 'call';
+    },
+    setLoginBusy() {},
+    setLoginStatus(t) {
+      ui.loginStatus = t;
+    },
+    setConnection() {},
+    setSignalingUp(up) {
+      ui.signalingUp = up;
+    },
+    setCallStatus(t) {
+      ui.callStatus = t;
+    },
+    setView(v, p) {
+      ui.view = v;
+      ui.peer = p;
+    },
+    setUsers(names) {
+      ui.users = names;
+    },
+    setLocalStream() {},
+    setRemoteStream(s) {
+      ui.remoteStream = s;
+    },
+    setMediaAvailable() {},
+    setMicMuted() {},
+    setCameraOff() {},
+    setTimer() {},
+    setStats() {},
+  };
+  return ui;
+}
+
+/** Let pending promise continuations run. */
+export const settle = () => new Promise((ok) => setTimeout(ok, 0));
