@@ -72,6 +72,27 @@ pub struct Config {
     #[arg(long, env = "DUET_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
 
+    /// Redis to coordinate several duet nodes through, e.g. redis://127.0.0.1:6379/ (see
+    /// docs/cluster.md). Without it this node is on its own and keeps everything in memory.
+    #[arg(long, env = "DUET_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// With --redis-url: how long a node's names and liveness outlive its last heartbeat.
+    /// A node that dies without warning frees its names, and its users' call peers on
+    /// other nodes get `leave`, within this time plus a quarter of it.
+    #[arg(long, env = "DUET_REDIS_LEASE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub redis_lease: Duration,
+
+    /// With --redis-url: prefix of every Redis key and channel, so several duet clusters
+    /// can share one Redis.
+    #[arg(long, env = "DUET_REDIS_PREFIX", default_value = "duet:")]
+    pub redis_prefix: String,
+
+    /// With --redis-url: this node's name in Redis (letters, digits, `.`, `_`, `-`; at most
+    /// 64). Random by default; set it to find a node's keys when debugging.
+    #[arg(long, env = "DUET_NODE_ID")]
+    pub node_id: Option<String>,
+
     /// How long to wait for connections to close on shutdown.
     #[arg(long, env = "DUET_SHUTDOWN_GRACE", default_value = "3s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,

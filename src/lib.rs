@@ -4,7 +4,8 @@
 //! - [`config`]: command-line options (clap, with env fallbacks).
 //! - [`protocol`]: wire messages, parsing, validation, error codes.
 //! - [`session`]: one WebSocket connection's state machine (login, calls, limits).
-//! - [`registry`]: who is online and how to reach them ([`registry::memory`]).
+//! - [`registry`]: who is online and how to reach them ([`registry::memory`], or
+//!   [`registry::redis`] for several nodes).
 //! - [`ice`]: the STUN/TURN servers handed to clients.
 //! - [`http`]: routes: web client, WebSocket, health, metrics.
 //! - [`metrics`]: Prometheus counters.
@@ -42,11 +43,16 @@ use crate::http::AppState;
 use crate::ice::IceConfig;
 use crate::registry::Registry;
 use crate::registry::memory::MemoryRegistry;
+use crate::registry::redis::RedisRegistry;
 use crate::session::Context;
 
-/// Builds the registry the configuration asks for.
-pub async fn registry_for(_config: &Config) -> anyhow::Result<Registry> {
-    Ok(Registry::Memory(MemoryRegistry::new()))
+/// Builds the registry the configuration asks for: Redis-backed with `--redis-url`,
+/// in-memory otherwise.
+pub async fn registry_for(config: &Config) -> anyhow::Result<Registry> {
+    match &config.redis_url {
+        Some(url) => Ok(Registry::Redis(RedisRegistry::start(url, config).await?)),
+        None => Ok(Registry::Memory(MemoryRegistry::new())),
+    }
 }
 
 /// Serves duet on `listener` until `shutdown` completes.

@@ -330,6 +330,9 @@ impl Session {
             debug!(id = self.id, ?end, "disconnected");
             return;
         };
+        // Released before the peer is told, so that a peer reacting to the `leave` already
+        // finds the name free (with Redis, release is a round trip of its own).
+        self.ctx.registry.release(&me.name, &me.mailbox).await;
         if let Some(peer) = self.call.peer().cloned() {
             self.set_call(Call::Idle);
             let frame = protocol::leave_frame(&me.json, LeaveReason::Disconnected);
@@ -341,7 +344,6 @@ impl Session {
             };
             let _ = self.ctx.registry.send(&peer, event).await;
         }
-        self.ctx.registry.release(&me.name, &me.mailbox).await;
         self.ctx
             .registry
             .announce(&me.name, false, self.ctx.config.presence_limit)

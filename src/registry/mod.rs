@@ -6,6 +6,7 @@
 //! nodes. Session logic is the same for both.
 
 pub mod memory;
+pub mod redis;
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
@@ -110,6 +111,7 @@ pub struct Roster {
 #[derive(Clone)]
 pub enum Registry {
     Memory(memory::MemoryRegistry),
+    Redis(redis::RedisRegistry),
 }
 
 impl Registry {
@@ -118,6 +120,7 @@ impl Registry {
     pub async fn claim(&self, name: &Name, mailbox: &Mailbox) -> Result<(), ClaimError> {
         match self {
             Registry::Memory(r) => r.claim(name, mailbox),
+            Registry::Redis(r) => r.claim(name, mailbox).await,
         }
     }
 
@@ -125,6 +128,7 @@ impl Registry {
     pub async fn release(&self, name: &Name, mailbox: &Mailbox) {
         match self {
             Registry::Memory(r) => r.release(name, mailbox),
+            Registry::Redis(r) => r.release(name, mailbox).await,
         }
     }
 
@@ -133,6 +137,7 @@ impl Registry {
     pub async fn send(&self, to: &Name, event: Event) -> Result<(), SendError> {
         match self {
             Registry::Memory(r) => r.send(to, event),
+            Registry::Redis(r) => r.send(to, event).await,
         }
     }
 
@@ -140,6 +145,7 @@ impl Registry {
     pub async fn is_online(&self, name: &Name) -> bool {
         match self {
             Registry::Memory(r) => r.is_online(name),
+            Registry::Redis(r) => r.is_online(name).await,
         }
     }
 
@@ -147,6 +153,7 @@ impl Registry {
     pub async fn roster(&self, except: &Name, limit: usize) -> Roster {
         match self {
             Registry::Memory(r) => r.roster(except, limit),
+            Registry::Redis(r) => r.roster(except, limit).await,
         }
     }
 
@@ -155,6 +162,7 @@ impl Registry {
     pub async fn announce(&self, name: &Name, online: bool, limit: usize) {
         match self {
             Registry::Memory(r) => r.announce(name, online, limit),
+            Registry::Redis(r) => r.announce(name, online, limit).await,
         }
     }
 
@@ -162,6 +170,7 @@ impl Registry {
     pub fn online_count(&self) -> usize {
         match self {
             Registry::Memory(r) => r.online_count(),
+            Registry::Redis(r) => r.online_count(),
         }
     }
 
@@ -169,6 +178,7 @@ impl Registry {
     pub fn backend_state(&self) -> Option<(&'static str, bool)> {
         match self {
             Registry::Memory(_) => None,
+            Registry::Redis(r) => Some(("redis", r.connected())),
         }
     }
 
@@ -176,6 +186,7 @@ impl Registry {
     pub async fn shutdown(&self) {
         match self {
             Registry::Memory(_) => {}
+            Registry::Redis(r) => r.shutdown().await,
         }
     }
 }

@@ -59,6 +59,11 @@ impl Server {
         }
     }
 
+    /// Waits until `/healthz` answers 200 (with Redis: until Redis is connected).
+    pub async fn wait_healthy(&self) {
+        wait_healthy(self.addr).await;
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
     }
@@ -66,6 +71,31 @@ impl Server {
     /// A plain HTTP GET; returns (status, body).
     pub async fn get(&self, path: &str) -> (u16, String) {
         http_get(self.addr, path).await
+    }
+}
+
+/// Waits until the server at `addr` answers `/healthz` with 200; panics after [`WAIT`].
+pub async fn wait_healthy(addr: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(mut stream) = TcpStream::connect(addr).await {
+            let request =
+                format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            let mut response = String::new();
+            if stream.write_all(request.as_bytes()).await.is_ok()
+                && tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+                    .await
+                    .is_ok()
+                && response.starts_with("HTTP/1.1 200")
+            {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr} not healthy within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -100,6 +130,25 @@ impl Cluster {
         Cluster {
             nodes: vec![Server::start(tweak).await],
         }
+    }
+
+    /// `n` nodes coordinated through the Redis at `url`, each with the defaults changed by
+    /// `tweak`; returns once every node reports Redis connected.
+    pub async fn redis(n: usize, url: &str, tweak: impl Fn(&mut Config)) -> Cluster {
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let node = Server::start(|c| {
+                c.redis_url = Some(url.to_string());
+                c.node_id = Some(format!("node{i}"));
+                tweak(c);
+            })
+            .await;
+            nodes.push(node);
+        }
+        for node in &nodes {
+            node.wait_healthy().await;
+        }
+        Cluster { nodes }
     }
 
     /// A client of node `i % nodes`.

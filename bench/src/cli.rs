@@ -1,0 +1,232 @@
+//! The command line. `duet-bench --help` and `duet-bench SCENARIO --help` are the manual.
+
+use crate::MAX_PHASE;
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "duet-bench",
+    version,
+    about = "Load tool for duet and any seed-compatible WebRTC signaling server (loopback only)",
+    long_about = "Load tool for duet and any server speaking the seed tutorial's signaling \
+                  protocol. Each scenario prints a human table and one line \
+                  `RESULT {json}`. Only loopback targets are accepted; every phase is bounded \
+                  in time and count."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// N idle logged-in connections: time to log all in, server RSS per connection.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: IdleArgs,
+    },
+    /// Closed-loop relay throughput: P pairs, W candidate messages in flight per pair.
+    Throughput {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: ThroughputArgs,
+    },
+    /// Open-loop relay at a fixed total rate; latency from each message's scheduled send time.
+    Latency {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: LatencyArgs,
+    },
+    /// Full call setups: connect, login, offer, answer, candidates both ways, leave, close.
+    Calls {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: CallsArgs,
+    },
+    /// Wait until the URL's TCP port accepts connections (for scripts starting a server).
+    WaitReady(WaitReadyArgs),
+    /// Read `RESULT` lines from files and print a markdown table per case with ratios.
+    Compare(CompareArgs),
+}
+
+/// Options every load scenario shares.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// WebSocket URL of the server under test. Only loopback is accepted: 127.0.0.0/8,
+    /// [::1] or localhost (taken as 127.0.0.1).
+    #[arg(long, env = "DUET_BENCH_URL", default_value = "ws://127.0.0.1:9090/")]
+    pub url: String,
+    /// PID of the server process: its CPU time (utime+stime) and VmRSS are read from /proc.
+    /// Without it, server figures are left out.
+    #[arg(long, env = "DUET_BENCH_SERVER_PID")]
+    pub server_pid: Option<u32>,
+    /// Name of the server under test in the report (e.g. duet, seed).
+    #[arg(long, default_value = "server")]
+    pub label: String,
+    /// Client runtime threads. 1 = tokio's current-thread runtime (the default: leaves the
+    /// other core to the server on a 2-core machine).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
+    /// Spread client sockets over source addresses 127.0.0.1 ..= 127.0.0.N (IPv4 targets),
+    /// so that many connections and reconnects never run out of ephemeral ports.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=250))]
+    pub source_addrs: u8,
+}
+
+fn secs(s: f64, what: &str) -> Result<Duration> {
+    if !(s.is_finite() && s >= 0.0) {
+        bail!("{what} must be a non-negative number of seconds");
+    }
+    let d = Duration::from_secs_f64(s);
+    if d > MAX_PHASE {
+        bail!(
+            "{what} of {s}s is longer than the cap of {}s",
+            MAX_PHASE.as_secs()
+        );
+    }
+    Ok(d)
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct IdleArgs {
+    /// Connections to open and log in (at most 19,900: the descriptor limit is 20,000).
+    #[arg(long, short = 'n', default_value_t = 1000)]
+    pub connections: usize,
+    /// Connections being opened/logged in at the same time.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Seconds to hold all connections idle before reading the server's RSS.
+    #[arg(long, default_value_t = 2.0)]
+    pub hold: f64,
+    /// Give up if logging everyone in takes longer than this (seconds).
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout: f64,
+}
+
+impl IdleArgs {
+    pub fn hold(&self) -> Result<Duration> {
+        secs(self.hold, "--hold")
+    }
+    pub fn timeout(&self) -> Result<Duration> {
+        secs(self.timeout, "--timeout")
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ThroughputArgs {
+    /// Pairs of logged-in connections in a call with each other.
+    #[arg(long, short = 'p', default_value_t = 50)]
+    pub pairs: usize,
+    /// Messages in flight per pair: each received candidate is answered with another.
+    #[arg(long, short = 'w', default_value_t = 8)]
+    pub window: usize,
+    /// Measured seconds (after the warmup).
+    #[arg(long, short = 'd', default_value_t = 5.0)]
+    pub duration: f64,
+    /// Seconds of load before measuring starts.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+}
+
+impl ThroughputArgs {
+    pub fn duration(&self) -> Result<Duration> {
+        secs(self.duration, "--duration")
+    }
+    pub fn warmup(&self) -> Result<Duration> {
+        secs(self.warmup, "--warmup")
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LatencyArgs {
+    /// Pairs in a call; both sides of every pair send, so 2*P senders share the rate.
+    #[arg(long, short = 'p', default_value_t = 50)]
+    pub pairs: usize,
+    /// Total messages per second over all senders, evenly spaced.
+    #[arg(long, short = 'r', default_value_t = 20_000)]
+    pub rate: u64,
+    /// Measured seconds (after the warmup).
+    #[arg(long, short = 'd', default_value_t = 5.0)]
+    pub duration: f64,
+    /// Seconds at the full rate before latencies are recorded.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Seconds to wait after the last send for messages still on their way; whatever has
+    /// not arrived by then counts as lost.
+    #[arg(long, default_value_t = 2.0)]
+    pub drain: f64,
+}
+
+impl LatencyArgs {
+    pub fn duration(&self) -> Result<Duration> {
+        secs(self.duration, "--duration")
+    }
+    pub fn warmup(&self) -> Result<Duration> {
+        secs(self.warmup, "--warmup")
+    }
+    pub fn drain(&self) -> Result<Duration> {
+        secs(self.drain, "--drain")
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CallsArgs {
+    /// Call setups in progress at the same time (each uses two connections).
+    #[arg(long, short = 'c', default_value_t = 16)]
+    pub concurrency: usize,
+    /// Measured seconds (after the warmup).
+    #[arg(long, short = 'd', default_value_t = 5.0)]
+    pub duration: f64,
+    /// Seconds of load before measuring starts.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// ICE candidates each side sends.
+    #[arg(long, default_value_t = 10)]
+    pub candidates: usize,
+    /// Approximate size in bytes of the offer's and the answer's SDP.
+    #[arg(long, default_value_t = 3000)]
+    pub sdp_bytes: usize,
+}
+
+impl CallsArgs {
+    pub fn duration(&self) -> Result<Duration> {
+        secs(self.duration, "--duration")
+    }
+    pub fn warmup(&self) -> Result<Duration> {
+        secs(self.warmup, "--warmup")
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WaitReadyArgs {
+    /// WebSocket URL of the server (loopback only).
+    #[arg(long, default_value = "ws://127.0.0.1:9090/")]
+    pub url: String,
+    /// Seconds to keep trying.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
+}
+
+impl WaitReadyArgs {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout.clamp(0.0, 120.0))
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// Label of the server the others are divided by (ratio = other / baseline).
+    #[arg(long, default_value = "seed")]
+    pub baseline: String,
+    /// Files holding duet-bench output; every line starting with `RESULT ` is read.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}

@@ -1,0 +1,46 @@
+//! duet-bench: a load tool for duet and for any server that speaks the seed tutorial's
+//! signaling protocol (the seed's Node server is the baseline it is compared against).
+//!
+//! Module map:
+//! - [`cli`]: the command line (`--help` is the manual).
+//! - [`target`]: which server to load (loopback only) and how client sockets are opened.
+//! - [`wire`]: the JSON messages sent, the little read back, and read/expect helpers.
+//! - [`payload`]: realistic SDP and ICE candidate payloads.
+//! - [`pairs`]: logged-in pairs in a call (offer, answer), the fixture of the relay scenarios.
+//! - [`procstat`]: CPU time and RSS of this process and of the server, from `/proc`.
+//! - [`report`]: the human table and the one-line `RESULT {json}` every run prints.
+//! - [`compare`]: RESULT lines of several servers into one markdown table with ratios.
+//! - [`scenario`]: `idle`, `throughput`, `latency`, `calls`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod cli;
+pub mod compare;
+pub mod pairs;
+pub mod payload;
+pub mod procstat;
+pub mod report;
+pub mod scenario;
+pub mod target;
+pub mod wire;
+
+use std::time::Duration;
+
+/// Longest `--duration`, `--warmup`, `--hold` or `--drain` accepted: every run is bounded.
+pub const MAX_PHASE: Duration = Duration::from_secs(600);
+
+/// Most connections one run opens at once (the container allows 20,000 descriptors per
+/// process; a few are needed for anything else).
+pub const MAX_CONNECTIONS: usize = 19_900;
+
+/// Everything a scenario needs besides its own arguments.
+#[derive(Clone)]
+pub struct Ctx {
+    /// Opens client connections to the server under test.
+    pub dialer: target::Dialer,
+    /// The server's PID, if given: its CPU time and RSS are read from `/proc`.
+    pub server_pid: Option<u32>,
+    /// Name of the server under test in reports (`duet`, `seed`, ...).
+    pub label: String,
+    /// Makes login names unique per run, so runs against a long-lived server do not collide.
+    pub run_id: String,
+}

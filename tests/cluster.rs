@@ -1,0 +1,372 @@
+//! Several duet nodes coordinated through a real `redis-server` on a loopback port.
+//!
+//! Every protocol case in `tests/cases` runs with its users spread over three nodes; then
+//! what only a cluster has: a node killed with SIGKILL (a child process running the duet
+//! binary), a node leaving gracefully, and Redis stopped and started again under running
+//! nodes. Each test starts its own `redis-server` (Debian's package; `scripts/test`
+//! installs it) in a temporary directory, without persistence. A missing `redis-server`
+//! fails these tests: CI has it.
+
+mod cases;
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use common::*;
+
+/// The nodes' logs, shown for failed tests only (`DUET_TEST_LOG` overrides the filter).
+fn logs() {
+    let filter = std::env::var("DUET_TEST_LOG").unwrap_or_else(|_| "duet=info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
+}
+
+/// A `redis-server` child process on a free loopback port, killed when dropped.
+struct RedisServer {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    async fn start() -> RedisServer {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("duet-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create redis dir");
+        let mut redis = RedisServer {
+            port,
+            dir,
+            child: None,
+        };
+        redis.run().await;
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts redis-server (again) on this port, with an empty data set.
+    async fn run(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--loglevel", "warning", "--dir"])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}); the cluster tests need it: \
+                     apt-get install redis-server (scripts/test installs it)"
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if ping(self.port).await {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills redis-server at once: no goodbye to its clients, and (no persistence) all data
+    /// lost, as when a Redis host dies.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").await.is_ok()
+        && tokio::time::timeout(WAIT, stream.read_exact(&mut reply))
+            .await
+            .is_ok_and(|r| r.is_ok())
+        && &reply == b"+PONG\r\n"
+}
+
+/// A port nothing listens on right now (the OS picks it; there is a small window for
+/// another process to take it, which the loopback-only test machine does not have).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+/// A duet node running as a child process, so that it can die without releasing anything.
+struct ChildNode {
+    addr: SocketAddr,
+    child: Child,
+}
+
+impl ChildNode {
+    async fn start(redis_url: &str, lease: Duration) -> ChildNode {
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let child = Command::new(env!("CARGO_BIN_EXE_duet"))
+            .args(["--listen", &addr.to_string(), "--redis-url", redis_url])
+            .args(["--redis-lease", &format!("{}ms", lease.as_millis())])
+            .args(["--node-id", "victim", "--rate-limit", "0"])
+            .env("DUET_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the duet binary");
+        let node = ChildNode { addr, child };
+        wait_healthy(addr).await;
+        node
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// SIGKILL: the node releases nothing and tells no one.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The next message of type `kind` within `within` (skipping presence updates).
+async fn recv_type_within(c: &mut Client, kind: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, c.next_json()).await {
+            Ok(Ok(v)) if v["type"] == kind => return v,
+            Ok(Ok(v)) => assert!(
+                v["type"] == "presence" || v["type"] == "users",
+                "expected {kind}, got {v}"
+            ),
+            Ok(Err(closed)) => panic!("connection closed while waiting for {kind}: {closed:?}"),
+            Err(_) => panic!("no {kind} within {within:?}"),
+        }
+    }
+}
+
+/// Polls `GET path` on `addr` until the body contains `needle`; panics after `within`.
+async fn wait_for_body(addr: SocketAddr, path: &str, needle: &str, within: Duration) -> u16 {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, body) = http_get(addr, path).await;
+        if body.contains(needle) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} on {addr} never showed {needle:?}; last: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+macro_rules! across_nodes {
+    ($($case:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $case() {
+            logs();
+            let redis = RedisServer::start().await;
+            let mut cluster = Cluster::redis(3, &redis.url(), |_| {}).await;
+            cases::$case(&cluster).await;
+            cluster.shutdown().await;
+        }
+    )*};
+}
+
+across_nodes!(
+    seed_flow,
+    bad_input_gets_errors,
+    nothing_relayed_before_login,
+    offline_targets_get_errors,
+    busy_and_renegotiation,
+    strangers_cannot_interfere,
+    close_during_call,
+    decline_cancel_and_leave_without_name,
+    second_login_refused,
+    login_race,
+    candidates_in_order,
+    presence,
+);
+
+#[tokio::test]
+async fn killed_node_frees_names_and_peers_hear_leave() {
+    logs();
+    let redis = RedisServer::start().await;
+    let lease = Duration::from_secs(2);
+    let cluster = Cluster::redis(1, &redis.url(), |c| c.redis_lease = lease).await;
+    let mut victim = ChildNode::start(&redis.url(), lease).await;
+
+    let mut alice = cluster.user(0, "k-alice").await;
+    let mut bob = Client::connect(&victim.url()).await;
+    assert_eq!(bob.login("k-bob").await["success"], true);
+    let mut carol = Client::connect(&victim.url()).await;
+    assert_eq!(carol.login("k-carol").await["success"], true);
+    connect_call(&mut alice, "k-alice", &mut bob, "k-bob").await;
+
+    // The surviving node sees the victim's users: names are cluster-wide.
+    let mut probe = cluster.client(0).await;
+    assert_eq!(probe.login("k-carol").await["code"], "name-taken");
+    wait_for_body(
+        cluster.nodes[0].addr,
+        "/metrics",
+        "duet_users_online 3\n",
+        WAIT,
+    )
+    .await;
+
+    victim.kill();
+    let killed = Instant::now();
+    let bound = lease + lease / 4 + Duration::from_secs(2);
+    let leave = recv_type_within(&mut alice, "leave", bound).await;
+    assert_eq!(leave["name"], "k-bob");
+    assert_eq!(leave["reason"], "disconnected");
+    assert!(
+        killed.elapsed() <= bound,
+        "leave after {:?}",
+        killed.elapsed()
+    );
+
+    // The dead node's names expired with its lease (before the watchdog could notice).
+    assert_eq!(probe.login("k-carol").await["success"], true);
+    wait_for_body(
+        cluster.nodes[0].addr,
+        "/metrics",
+        "duet_users_online 2\n",
+        WAIT,
+    )
+    .await;
+    // alice is free again and can be called under the dead user's name.
+    let mut bob2 = cluster.user(1, "k-bob").await;
+    connect_call(&mut bob2, "k-bob", &mut alice, "k-alice").await;
+    drop((bob, carol));
+}
+
+#[tokio::test]
+async fn graceful_shutdown_releases_at_once() {
+    logs();
+    let redis = RedisServer::start().await;
+    // A lease far longer than the test: names free at once or the test fails.
+    let mut cluster = Cluster::redis(2, &redis.url(), |c| {
+        c.redis_lease = Duration::from_secs(120);
+    })
+    .await;
+    let mut alice = cluster.user(0, "g-alice").await;
+    let mut bob = cluster.user(1, "g-bob").await;
+    connect_call(&mut alice, "g-alice", &mut bob, "g-bob").await;
+
+    cluster.nodes[1].shutdown().await.expect("clean shutdown");
+    assert_eq!(bob.closed().await, Some(1001));
+    let leave = alice.recv_type("leave").await;
+    assert_eq!(leave["name"], "g-bob");
+    assert_eq!(leave["reason"], "disconnected");
+    let mut again = cluster.client(0).await;
+    assert_eq!(again.login("g-bob").await["success"], true);
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn redis_restart_is_survived() {
+    logs();
+    let mut redis = RedisServer::start().await;
+    let lease = Duration::from_secs(2);
+    let mut cluster = Cluster::redis(2, &redis.url(), |c| c.redis_lease = lease).await;
+    let mut alice = cluster.user(0, "rr-alice").await;
+    let mut bob = cluster.user(1, "rr-bob").await;
+    connect_call(&mut alice, "rr-alice", &mut bob, "rr-bob").await;
+
+    redis.stop();
+    for node in &cluster.nodes {
+        let status = wait_for_body(node.addr, "/healthz", "redis: disconnected", WAIT).await;
+        assert_eq!(status, 503);
+        wait_for_body(node.addr, "/metrics", "duet_redis_connected 0\n", WAIT).await;
+    }
+
+    // A login that cannot be checked is refused with a clear code, without hanging.
+    let mut late = cluster.client(0).await;
+    let asked = Instant::now();
+    let reply = late.login("rr-late").await;
+    assert_eq!(reply["success"], false, "{reply}");
+    assert_eq!(reply["code"], "unavailable", "{reply}");
+    assert!(asked.elapsed() < Duration::from_secs(3));
+    // Cross-node messages fail the same way; the connections stay up.
+    alice
+        .send(json!({"type": "candidate", "name": "rr-bob", "candidate": candidate_payload(1)}))
+        .await;
+    let e = alice.recv_type("error").await;
+    assert_eq!(e["code"], "unavailable", "{e}");
+
+    redis.run().await;
+    for node in &cluster.nodes {
+        node.wait_healthy().await;
+        wait_for_body(node.addr, "/metrics", "duet_redis_connected 1\n", WAIT).await;
+    }
+
+    // Redis came back empty: the names of connected users were asserted again.
+    let mut thief = cluster.client(1).await;
+    assert_eq!(thief.login("rr-alice").await["code"], "name-taken");
+    assert_eq!(thief.login("rr-bob").await["code"], "name-taken");
+    // The call survived (nobody was told the other left): candidates flow again, both ways.
+    // Waiting past the lease also shows the watchdog does not mistake the restart for
+    // dead nodes.
+    tokio::time::sleep(lease + lease / 2).await;
+    alice
+        .send(json!({"type": "candidate", "name": "rr-bob", "candidate": candidate_payload(2)}))
+        .await;
+    assert_eq!(
+        bob.recv_type("candidate").await["candidate"],
+        candidate_payload(2)
+    );
+    bob.send(json!({"type": "candidate", "name": "rr-alice", "candidate": candidate_payload(3)}))
+        .await;
+    assert_eq!(
+        alice.recv_type("candidate").await["candidate"],
+        candidate_payload(3)
+    );
+
+    // New calls can be set up across nodes, and logins work again.
+    bob.send(json!({"type": "leave"})).await;
+    assert_eq!(alice.recv_type("leave").await["name"], "rr-bob");
+    assert_eq!(late.login("rr-late").await["success"], true);
+    let mut carol = cluster.user(1, "rr-carol").await;
+    connect_call(&mut carol, "rr-carol", &mut alice, "rr-alice").await;
+
+    for node in &mut cluster.nodes {
+        node.shutdown().await.expect("node stopped cleanly");
+    }
+}
