@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::ice::IceConfig;
+use crate::tls::TlsConfig;
+use crate::turn::TurnConfig;
+
 /// duet: self-hosted one-to-one video calls. Serves the web client, the signaling
 /// WebSocket, health and metrics on one port.
 #[derive(Parser, Debug, Clone)]
@@ -63,10 +67,6 @@ pub struct Config {
     #[arg(long, env = "DUET_PRESENCE_LIMIT", default_value_t = 1000)]
     pub presence_limit: usize,
 
-    /// STUN server URL given to clients, e.g. stun:stun.example.org:3478 (repeatable).
-    #[arg(long = "stun", env = "DUET_STUN", value_delimiter = ',')]
-    pub stun: Vec<String>,
-
     /// Serve the web client from this folder instead of the copy built into the binary
     /// (for developing the client without rebuilding).
     #[arg(long, env = "DUET_WEB_DIR")]
@@ -88,14 +88,29 @@ pub struct Config {
     #[arg(long, env = "DUET_REDIS_PREFIX", default_value = "duet:")]
     pub redis_prefix: String,
 
-    /// With --redis-url: this node's name in Redis (letters, digits, `.`, `_`, `-`; at most
-    /// 64). Random by default; set it to find a node's keys when debugging.
+    /// With --redis-url: this node's label in Redis keys (1 to 40 letters, digits, `.`, `_`,
+    /// `-`); the host name by default. A random suffix is added on every start, so a
+    /// restarted node is never mistaken for its previous life.
     #[arg(long, env = "DUET_NODE_ID")]
     pub node_id: Option<String>,
 
     /// How long to wait for connections to close on shutdown.
     #[arg(long, env = "DUET_SHUTDOWN_GRACE", default_value = "3s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+
+    // The groups below print under their own headings in `--help`, so they stay last.
+    /// HTTPS and WSS on the listen port (`--tls-cert`/`--tls-key` or `--tls-self-signed`).
+    #[command(flatten)]
+    pub tls: TlsConfig,
+
+    /// STUN/TURN servers handed to clients and their credentials (`--stun`, `--turn`,
+    /// `--turn-secret`, ...; see docs/turn.md).
+    #[command(flatten)]
+    pub ice: IceConfig,
+
+    /// The embedded TURN server (`--turn-server`, `--turn-listen`, ...).
+    #[command(flatten)]
+    pub turn: TurnConfig,
 }
 
 impl Config {

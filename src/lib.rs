@@ -6,7 +6,9 @@
 //! - [`session`]: one WebSocket connection's state machine (login, calls, limits).
 //! - [`registry`]: who is online and how to reach them ([`registry::memory`], or
 //!   [`registry::redis`] for several nodes).
-//! - [`ice`]: the STUN/TURN servers handed to clients.
+//! - [`ice`]: the STUN/TURN servers handed to clients, TURN REST credentials.
+//! - [`turn`]: the embedded TURN server (`--turn-server`).
+//! - [`tls`]: HTTPS/WSS: certificate files or a stored self-signed certificate.
 //! - [`http`]: routes: web client, WebSocket, health, metrics.
 //! - [`metrics`]: Prometheus counters.
 //!
@@ -20,6 +22,8 @@ pub mod metrics;
 pub mod protocol;
 pub mod registry;
 pub mod session;
+pub mod tls;
+pub mod turn;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,6 +36,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -40,7 +45,6 @@ use tracing::{debug, info, warn};
 pub use config::Config;
 
 use crate::http::AppState;
-use crate::ice::IceConfig;
 use crate::registry::Registry;
 use crate::registry::memory::MemoryRegistry;
 use crate::registry::redis::RedisRegistry;
@@ -55,16 +59,23 @@ pub async fn registry_for(config: &Config) -> anyhow::Result<Registry> {
     }
 }
 
+/// How long a client gets to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves duet on `listener` until `shutdown` completes.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    config.ice.validate()?;
+    // Loaded before anything listens so a bad certificate path fails startup; `load`
+    // logs the certificate's path and SHA-256 fingerprint for users to compare.
+    let tls = config.tls.load()?;
+    let turn_shutdown = CancellationToken::new();
+    let (ice, turn) =
+        turn::start_embedded(&config.ice, &config.turn, turn_shutdown.clone()).await?;
     let registry = registry_for(&config).await?;
-    let ice = IceConfig {
-        stun: config.stun.clone(),
-    };
     let grace = config.shutdown_grace;
     let cancel = CancellationToken::new();
     let ctx = Arc::new(Context {
@@ -84,7 +95,9 @@ pub async fn run(
     let connections = TaskTracker::new();
     let builder = Builder::new(TokioExecutor::new());
 
-    info!(addr = %listener.local_addr()?, "duet listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(addr = %listener.local_addr()?, scheme, "duet listening");
+    let acceptor = tls.map(|tls| tls.acceptor);
     tokio::pin!(shutdown);
     loop {
         let (stream, addr) = tokio::select! {
@@ -109,7 +122,33 @@ pub async fn run(
         });
         let builder = builder.clone();
         let cancel = cancel.clone();
+        let acceptor = acceptor.clone();
         connections.spawn(async move {
+            let stream = match acceptor {
+                None => Either::Left(stream),
+                // The handshake runs in this task, not in the accept loop, and has a deadline:
+                // a client that stalls it (or a browser that rejects the certificate and hangs
+                // up) costs one task for a while, never the other users' connections.
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let result = tokio::select! {
+                        result = handshake => result,
+                        _ = cancel.cancelled() => return,
+                    };
+                    match result {
+                        Ok(Ok(tls)) => Either::Right(tls),
+                        Ok(Err(e)) => {
+                            debug!(%addr, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            debug!(%addr, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
             let service = TowerToHyperService::new(service);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(conn);
@@ -132,9 +171,13 @@ pub async fn run(
     cancel.cancel();
     sessions.close();
     connections.close();
+    turn_shutdown.cancel();
     let drained = tokio::time::timeout(grace, async {
         sessions.wait().await;
         connections.wait().await;
+        if let Some(turn) = turn {
+            turn.stopped().await;
+        }
     })
     .await;
     if drained.is_err() {
