@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// A client WebSocket over plain TCP.
 pub type Ws = WebSocketStream<TcpStream>;
@@ -139,11 +140,24 @@ impl Dialer {
             .await
             .with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true).context("setting TCP_NODELAY")?;
-        let (ws, _response) = tokio_tungstenite::client_async(inner.target.url.as_str(), stream)
-            .await
-            .with_context(|| format!("WebSocket handshake with {}", inner.target.url))?;
+        let (ws, _response) = tokio_tungstenite::client_async_with_config(
+            inner.target.url.as_str(),
+            stream,
+            Some(ws_config()),
+        )
+        .await
+        .with_context(|| format!("WebSocket handshake with {}", inner.target.url))?;
         Ok(ws)
     }
+}
+
+/// tungstenite's default 128 KiB read buffer is allocated eagerly and zero-filled on reads:
+/// with ~19,000 connections that is gigabytes and most of the client's CPU. Signaling
+/// messages are small (an SDP is a few KiB; larger ones still work, the buffer grows).
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(64 * 1024)
 }
 
 /// Defers the choice of the source port to `connect`, so a port is unique per 4-tuple
