@@ -301,7 +301,34 @@ test('no camera or microphone: the user can still join and receive video', async
     await dave.page.click('#hangUpBtn');
     await assertIdle(alice);
     await waitCallState(dave.page, 'idle');
+
+    // And as the callee: the answer is receive-only.
+    await dial(alice.page, 'dave');
+    await acceptIncoming(dave.page, 'alice');
+    await waitFirstFrame(dave.page);
+    await assertRemoteVideoPlays(dave.page);
+    await waitCallState(alice.page, 'connected');
+    assert.deepEqual(await sentTracks(dave.page), {});
+    await alice.page.click('#hangUpBtn');
+    await assertIdle(alice);
+    await waitCallState(dave.page, 'idle');
   } finally {
     await closeUser(dave);
+  }
+});
+
+test('?relay=1 with no TURN server: the page says a TURN server may be needed', async () => {
+  // The server here offers no STUN/TURN, so relay-only ICE has no candidate at all.
+  const erin = await login(await openUser(browser, server.baseUrl, { query: '?relay=1' }), 'erin');
+  try {
+    await dial(erin.page, 'bob');
+    await acceptIncoming(bob.page, 'erin');
+    const policy = await erin.page.evaluate(() => window.duet.state.pc.getConfiguration().iceTransportPolicy);
+    assert.equal(policy, 'relay');
+    await waitStatus(erin.page, /could not connect directly; a TURN server may be needed/, 10_000);
+    await erin.page.click('#hangUpBtn');
+    await assertIdle(bob);
+  } finally {
+    await closeUser(erin);
   }
 });

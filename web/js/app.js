@@ -21,6 +21,8 @@ import { backoffDelay } from './signaling.js';
 const ICE_FAILED_TEXT = 'Could not connect directly; a TURN server may be needed.';
 const STATS_INTERVAL_MS = 1000;
 const TIMER_INTERVAL_MS = 500;
+/** Answered but no media path after this long: most likely a TURN server is needed. */
+const CONNECT_TIMEOUT_MS = 20_000;
 /** Re-login after a reconnect may find our old session not yet gone. */
 const RELOGIN_ATTEMPTS = 6;
 
@@ -52,7 +54,7 @@ export class App {
    * @type {null | {
    *   state: string, peer: string, role: 'caller' | 'callee', peerCall: PeerCall,
    *   offer?: object, outbox: object[], canSend: boolean,
-   *   connectedAt?: number, timer?: any, statsTimer?: any, lastStats?: object | null,
+   *   connectedAt?: number, timer?: any, statsTimer?: any, connectTimer?: any, lastStats?: object | null,
    *   iceFailed?: boolean,
    * }}
    */
@@ -354,7 +356,8 @@ export class App {
     if (typeof m.name === 'string' && m.name !== call.peer) return;
     if (call.state === View.OUTGOING) {
       this.#setState(call, View.CONNECTING);
-      this.#ui.setCallStatus(`${call.peer} answered; connecting…`, 'info');
+      if (call.iceFailed) this.#ui.setCallStatus(ICE_FAILED_TEXT, 'error');
+      else this.#ui.setCallStatus(`${call.peer} answered; connecting…`, 'info');
     }
     try {
       await call.peerCall.applyAnswer(m.answer);
@@ -429,7 +432,8 @@ export class App {
     pc.addEventListener('icefailed', () => {
       if (this.#call !== call) return;
       call.iceFailed = true;
-      this.#ui.setCallStatus(ICE_FAILED_TEXT, 'error');
+      // While still ringing, keep "Calling …" up; say it once answered.
+      if (call.state !== View.OUTGOING) this.#ui.setCallStatus(ICE_FAILED_TEXT, 'error');
     });
     pc.addEventListener('statechange', (e) => {
       if (this.#call !== call || call.state !== View.CONNECTED) return;
@@ -451,6 +455,11 @@ export class App {
 
   #setState(call, state) {
     call.state = state;
+    if (state === View.CONNECTING && !call.connectTimer) {
+      call.connectTimer = setTimeout(() => {
+        if (this.#call === call && call.state === View.CONNECTING) this.#ui.setCallStatus(ICE_FAILED_TEXT, 'error');
+      }, CONNECT_TIMEOUT_MS);
+    }
     this.#ui.setView(state, call.peer);
   }
 
@@ -485,6 +494,7 @@ export class App {
     this.#call = null;
     clearInterval(call.timer);
     clearInterval(call.statsTimer);
+    clearTimeout(call.connectTimer);
     call.peerCall.close();
     this.#ui.setRemoteStream(null);
     this.#ui.setTimer(null);

@@ -7,7 +7,10 @@
 // Events:
 //   'remotestream' detail: MediaStream  remote media to show
 //   'connected'                         ICE/DTLS up (first time, and again after a blip)
-//   'icefailed'                         ICE could not find a path between the peers
+//   'icefailed'                         ICE could not find a path between the peers, or
+//                                       gathering ended with no local candidate at all
+//                                       (e.g. relay-only with no TURN server: Chrome then
+//                                       stays in 'new' forever instead of 'failed')
 //   'statechange'  detail: { connectionState, iceConnectionState }
 
 import { CandidateQueue } from './candidate-queue.js';
@@ -20,6 +23,8 @@ export class PeerCall extends EventTarget {
   #remoteStream = null;
   #looseTracks = null;
   #tracksAdded = false;
+  /** Local candidates gathered; none at the end of gathering means no path. */
+  #localCandidates = 0;
 
   /**
    * @param {object} options
@@ -39,7 +44,15 @@ export class PeerCall extends EventTarget {
 
     this.pc.addEventListener('icecandidate', (event) => {
       // A null candidate marks the end of gathering; the peer does not need it.
-      if (event.candidate && !this.#closed) sendCandidate(event.candidate.toJSON());
+      if (event.candidate && !this.#closed) {
+        this.#localCandidates += 1;
+        sendCandidate(event.candidate.toJSON());
+      }
+    });
+    this.pc.addEventListener('icegatheringstatechange', () => {
+      if (!this.#closed && this.pc.iceGatheringState === 'complete' && this.#localCandidates === 0) {
+        this.dispatchEvent(new Event('icefailed'));
+      }
     });
     this.pc.addEventListener('track', (event) => {
       let stream = event.streams[0];
