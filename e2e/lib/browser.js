@@ -22,8 +22,9 @@ const ARGS = [
   '--disable-sync',
 ];
 
-export async function launchBrowser() {
-  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+/** @param {{args?: string[]}} [options] extra Chromium flags (e.g. --ignore-certificate-errors) */
+export async function launchBrowser({ args = [] } = {}) {
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...ARGS, ...args] });
 }
 
 /**
