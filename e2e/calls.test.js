@@ -204,6 +204,7 @@ test('decline: the caller is told', async () => {
   await bob.page.waitForSelector('#incomingPanel:not([hidden])');
   assert.equal(await bob.page.textContent('#incomingText'), 'alice is calling');
   await waitStatus(alice.page, /calling bob/);
+  await bob.page.screenshot({ path: screenshotPath('incoming-bob.png') });
   await bob.page.click('#declineBtn');
   await waitStatus(alice.page, /bob declined/);
   await waitStatus(bob.page, /you declined/);
@@ -273,6 +274,7 @@ test('duplicate login is refused in the page', async () => {
     await dup.page.click('#loginBtn');
     await dup.page.waitForFunction(() => /in use|taken/i.test(document.querySelector('#loginStatus').textContent));
     assert.equal(await dup.page.isVisible('#loginStatus'), true);
+    await dup.page.screenshot({ path: screenshotPath('login-name-taken.png') });
     assert.equal(await dup.page.isHidden('#callPage'), true);
     assert.ok(!dup.consoleLines.some((l) => l.startsWith('dialog:')), 'an alert() was shown');
     // A blank name is refused before it reaches the server.
@@ -330,5 +332,12 @@ test('?relay=1 with no TURN server: the page says a TURN server may be needed', 
     await assertIdle(bob);
   } finally {
     await closeUser(erin);
+  }
+});
+
+test('no page threw an uncaught error or used alert()', () => {
+  for (const u of [alice, bob]) {
+    const bad = u.consoleLines.filter((l) => l.startsWith('pageerror:') || l.startsWith('dialog:'));
+    assert.deepEqual(bad, [], `${u.name}'s page`);
   }
 });

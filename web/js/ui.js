@@ -146,13 +146,13 @@ export function createUi(doc = document) {
       const label = {
         [View.IDLE]: 'No one on the line',
         [View.OUTGOING]: `Calling ${peer}…`,
-        [View.INCOMING]: `${peer} is calling`,
+        [View.INCOMING]: '',
         [View.CONNECTING]: `Connecting to ${peer}…`,
         [View.CONNECTED]: peer ?? '',
       }[state];
       el.remoteLabel.textContent = label;
       refreshControls();
-      if (state === View.INCOMING) el.acceptBtn.focus();
+      if (state === View.INCOMING) el.acceptBtn.focus({ preventScroll: true });
     },
 
     /** Online users, without ourselves. */
