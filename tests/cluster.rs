@@ -86,6 +86,17 @@ impl RedisServer {
         }
     }
 
+    /// Sends `SIGSTOP` or `SIGCONT` to redis-server: it freezes (or thaws) with every
+    /// connection left open.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis-server running").id();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
     /// Kills redis-server at once: no goodbye to its clients, and (no persistence) all data
     /// lost, as when a Redis host dies.
     fn stop(&mut self) {
@@ -366,6 +377,53 @@ async fn redis_restart_is_survived() {
     let mut carol = cluster.user(1, "rr-carol").await;
     connect_call(&mut carol, "rr-carol", &mut alice, "rr-alice").await;
 
+    for node in &mut cluster.nodes {
+        node.shutdown().await.expect("node stopped cleanly");
+    }
+}
+
+#[tokio::test]
+async fn hung_redis_does_not_hang_sessions() {
+    logs();
+    let mut redis = RedisServer::start().await;
+    let lease = Duration::from_secs(2);
+    let mut cluster = Cluster::redis(2, &redis.url(), |c| c.redis_lease = lease).await;
+    let mut alice = cluster.user(0, "h-alice").await;
+    let mut bob = cluster.user(1, "h-bob").await;
+    connect_call(&mut alice, "h-alice", &mut bob, "h-bob").await;
+
+    // Redis stops answering without closing anything (a frozen host, a dead link).
+    redis.signal("STOP");
+    let mut late = cluster.client(1).await;
+    let asked = Instant::now();
+    let reply = late.login("h-late").await;
+    assert_eq!(reply["code"], "unavailable", "{reply}");
+    alice
+        .send(json!({"type": "candidate", "name": "h-bob", "candidate": candidate_payload(1)}))
+        .await;
+    assert_eq!(alice.recv_type("error").await["code"], "unavailable");
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
+    for node in &cluster.nodes {
+        let status = wait_for_body(node.addr, "/healthz", "redis: disconnected", WAIT).await;
+        assert_eq!(status, 503);
+    }
+
+    redis.signal("CONT");
+    for node in &cluster.nodes {
+        node.wait_healthy().await;
+    }
+    alice
+        .send(json!({"type": "candidate", "name": "h-bob", "candidate": candidate_payload(2)}))
+        .await;
+    assert_eq!(
+        bob.recv_type("candidate").await["candidate"],
+        candidate_payload(2)
+    );
+    assert_eq!(late.login("h-late").await["success"], true);
     for node in &mut cluster.nodes {
         node.shutdown().await.expect("node stopped cleanly");
     }
