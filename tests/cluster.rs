@@ -385,7 +385,7 @@ async fn redis_restart_is_survived() {
 #[tokio::test]
 async fn hung_redis_does_not_hang_sessions() {
     logs();
-    let mut redis = RedisServer::start().await;
+    let redis = RedisServer::start().await;
     let lease = Duration::from_secs(2);
     let mut cluster = Cluster::redis(2, &redis.url(), |c| c.redis_lease = lease).await;
     let mut alice = cluster.user(0, "h-alice").await;
