@@ -54,6 +54,27 @@ test('login: the call page shows, users exclude ourselves, ICE servers come from
   assert.equal(last().config.iceTransportPolicy, undefined);
 });
 
+test('?relay=1 makes every peer connection relay-only', async () => {
+  FakeWebSocket.instances = [];
+  ui = fakeUi();
+  app = new App({
+    signaling: new Signaling('ws://t/ws', { WebSocketImpl: FakeWebSocket }),
+    ui,
+    openMedia: async () => ({ stream: null }),
+    options: { relayOnly: true },
+    log: () => {},
+  });
+  app.start();
+  ws = FakeWebSocket.instances[0];
+  ws.serverOpen();
+  ui.handlers.login('bob');
+  ws.serverSend({ type: 'login', success: true, name: 'bob', iceServers: [{ urls: ['turn:t:3478'], username: 'u', credential: 'c' }], users: [] });
+  await settle();
+  await ui.handlers.call('alice');
+  assert.equal(last().config.iceTransportPolicy, 'relay');
+  assert.deepEqual(last().config.iceServers, [{ urls: ['turn:t:3478'], username: 'u', credential: 'c' }]);
+});
+
 test('login refused: the reason is shown on the login page', async () => {
   FakeWebSocket.instances = [];
   ui = fakeUi();

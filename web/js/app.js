@@ -379,8 +379,8 @@ export class App {
     const call = this.#call;
     if (!call) return;
     if (typeof m.name === 'string' && m.name !== call.peer) return;
+    // A callee who pressed Accept is in the call, even before media flows.
     const phase = call.state === View.CONNECTED || call.state === View.CONNECTING ? 'connected' : 'ringing';
-    // A callee who accepted is in the call even if the caller never saw the answer.
     const text = describeLeave({ reason: m.reason, peer: call.peer, role: call.role, phase });
     const kind = m.reason === 'hangup' || m.reason === undefined ? 'info' : 'error';
     this.#endCall(text, kind);
