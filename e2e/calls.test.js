@@ -335,6 +335,15 @@ test('?relay=1 with no TURN server: the page says a TURN server may be needed', 
   }
 });
 
+test('the peer closes its tab mid-call: the other side is told and is ready again', async () => {
+  const frank = await login(await openUser(browser, server.baseUrl), 'frank');
+  await connect(frank, alice);
+  await closeUser(frank);
+  await waitStatus(alice.page, /frank disconnected/);
+  await assertIdle(alice);
+  await alice.page.waitForSelector('#userList button[data-name="frank"]', { state: 'detached' });
+});
+
 test('no page threw an uncaught error or used alert()', () => {
   for (const u of [alice, bob]) {
     const bad = u.consoleLines.filter((l) => l.startsWith('pageerror:') || l.startsWith('dialog:'));

@@ -74,3 +74,20 @@ test('server restart during a call: the call ends with a message, the next call 
   await waitCallState(alice.page, 'idle');
   await waitStatus(alice.page, /bob hung up/);
 });
+
+test('the login page says when the server is gone, and connects again by itself', async () => {
+  const dave = await openUser(browser, server.baseUrl);
+  try {
+    await dave.page.waitForFunction(() => window.duet.state.signaling === 'open');
+    await server.kill();
+    await dave.page.waitForFunction(() => /reconnecting|retrying/i.test(document.querySelector('#loginStatus').textContent));
+    await dave.page.fill('#usernameInput', 'dave');
+    await dave.page.click('#loginBtn');
+    await dave.page.waitForFunction(() => /not connected/i.test(document.querySelector('#loginStatus').textContent));
+    await server.start();
+    await dave.page.waitForFunction(() => window.duet.state.signaling === 'open', null, { timeout: 30_000 });
+    await login(dave, 'dave');
+  } finally {
+    await dave.context.close();
+  }
+});
