@@ -1074,8 +1074,15 @@ fn node_id(configured: Option<&str>) -> anyhow::Result<String> {
     Ok(format!("{label}-{:08x}", hasher.finish() as u32))
 }
 
+/// A `--node-id` label: short enough to leave room for the random suffix.
 fn valid_node_label(id: &str) -> bool {
-    (1..=40).contains(&id.len())
+    id.len() <= 40 && valid_node_id(id)
+}
+
+/// A full node id as [`node_id`] makes them (label, `-`, 8 hex digits), or a bare label.
+fn valid_node_id(id: &str) -> bool {
+    id.len() <= 64
+        && !id.is_empty()
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
@@ -1148,7 +1155,7 @@ fn exact_name(s: &str) -> Option<Name> {
 mod wire {
     use axum::extract::ws::Utf8Bytes;
 
-    use super::{Event, exact_name};
+    use super::{Event, exact_name, valid_node_id};
     use crate::protocol::{ErrorCode, LeaveReason, Name, SignalKind};
 
     const VERSION: &str = "d1";
@@ -1236,6 +1243,10 @@ mod wire {
             (next()?, next()?, next()?, next()?, next()?, next()?);
         if version != VERSION {
             return Err(format!("unknown version {version:?}"));
+        }
+        // The origin becomes part of a channel name when a bounce goes back to it.
+        if !valid_node_id(origin) {
+            return Err(format!("invalid origin node {origin:?}"));
         }
         let origin = origin.to_string();
         let to = name("target", to)?;
@@ -1377,6 +1388,8 @@ mod tests {
             b"d1\nbounce/nope/offer\nn\nbob\nalice\n",
             b"d1\nbounce/busy\nn\nbob\nalice\n",
             b"d1\noffer\nn\nbob\n\n{}",
+            b"d1\noffer\nbad node:x\nbob\nalice\n{}",
+            b"d1\noffer\n\nbob\nalice\n{}",
         ] {
             assert!(decode(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
