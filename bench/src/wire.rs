@@ -125,6 +125,13 @@ impl<'a> Incoming<'a> {
     }
 }
 
+/// Cheap test for a relayed candidate in the hot loop: both duet and the seed write
+/// `type` first (serde field order, `JSON.stringify` insertion order). Anything else
+/// goes through [`Incoming::parse`].
+pub fn looks_like_candidate(text: &str) -> bool {
+    text.starts_with("{\"type\":\"candidate\"")
+}
+
 /// Sends one text frame and flushes.
 pub async fn send(ws: &mut Ws, text: String) -> Result<()> {
     ws.send(Message::text(text)).await.context("sending")
@@ -250,6 +257,18 @@ mod tests {
         assert_eq!(m.kind, "candidate");
         let probe = m.candidate.unwrap();
         assert_eq!((probe.seq, probe.t), (Some(42), Some(1_234_567)));
+    }
+
+    #[test]
+    fn fast_candidate_test() {
+        assert!(looks_like_candidate(&ProbeTemplate::new("b").fixed()));
+        assert!(looks_like_candidate(
+            r#"{"type":"candidate","candidate":{}}"#
+        ));
+        assert!(!looks_like_candidate(
+            r#"{"candidate":{},"type":"candidate"}"#
+        ));
+        assert!(!looks_like_candidate(r#"{"type":"error"}"#));
     }
 
     #[test]

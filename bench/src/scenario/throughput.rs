@@ -135,6 +135,11 @@ async fn pump(
                     errors.push(format!("reading: {e}"));
                     break 'run;
                 }
+                Some(Ok(Message::Text(text))) if wire::looks_like_candidate(&text) => {
+                    c.msgs.fetch_add(1, Relaxed);
+                    c.bytes.fetch_add(text.len() as u64, Relaxed);
+                    wire::feed(&mut ws, reply.clone()).await?;
+                }
                 Some(Ok(Message::Text(text))) => match Incoming::parse(&text) {
                     Some(m) if m.kind == "candidate" => {
                         c.msgs.fetch_add(1, Relaxed);
