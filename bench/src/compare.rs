@@ -35,6 +35,7 @@ const KEY_METRICS: &[(&str, &[&str])] = &[
             "msgs_per_s",
             "server_cpu_us_per_msg",
             "server_cpu_pct",
+            "client_cpu_us_per_msg",
             "client_cpu_pct",
         ],
     ),
@@ -70,7 +71,7 @@ pub fn higher_is_better(key: &str) -> Option<bool> {
         || key.starts_with("setup_")
         || key.starts_with("cycle_")
         || key.starts_with("connect_login_")
-        || key.starts_with("server_cpu_")
+        || (key.starts_with("server_cpu_") && key != "server_cpu_pct" && key != "server_cpu_s")
         || key.starts_with("send_lag_")
         || key == "rss_per_conn_bytes"
         || key == "login_all_s"
