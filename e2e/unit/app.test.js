@@ -211,3 +211,18 @@ test('glare: both call each other; the larger name gives way and answers', async
   assert.deepEqual(sent('answer').map((m) => m.name), ['alice']);
   assert.equal(app.debugState.role, 'callee');
 });
+
+test('after a reconnect, name-taken (our old session not yet gone) is retried, not fatal', async () => {
+  ws.serverClose(1006);
+  await new Promise((ok) => setTimeout(ok, 20));
+  const next = FakeWebSocket.instances.at(-1);
+  next.serverOpen();
+  next.serverSend({ type: 'login', success: false, code: 'name-taken', message: 'The name "bob" is already in use; choose another.' });
+  assert.match(ui.callStatus, /already in use.*retrying/i);
+  assert.equal(ui.page, 'call');
+  await new Promise((ok) => setTimeout(ok, 600)); // first retry waits 250..500 ms
+  assert.deepEqual(next.sent, [{ type: 'login', name: 'bob' }, { type: 'login', name: 'bob' }]);
+  next.serverSend({ type: 'login', success: true, name: 'bob', iceServers: [], users: ['alice'] });
+  assert.match(ui.callStatus, /signed in again as bob/);
+  assert.deepEqual(ui.users, ['alice']);
+});
