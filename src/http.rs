@@ -24,10 +24,10 @@ use crate::session::{self, Context};
 #[folder = "web/"]
 struct WebAssets;
 
-/// tungstenite's read buffer, allocated per connection up front. Its default (128 KiB)
-/// dominates the memory of an idle connection; signaling frames are small and the buffer
-/// grows for the occasional large one.
-const WS_READ_BUFFER: usize = 4 * 1024;
+/// tungstenite's read buffer, allocated (and zero-filled) per connection up front. Its
+/// default, 128 KiB, would dominate an idle connection's memory; signaling frames are
+/// small, and the buffer grows for the occasional large one (an SDP offer).
+const WS_READ_BUFFER: usize = 512;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -127,20 +127,19 @@ fn upgrade(state: AppState, ws: WebSocketUpgrade, addr: SocketAddr) -> Response 
     metrics.connections_total.fetch_add(1, Relaxed);
     let id = state.next_id.fetch_add(1, Relaxed);
     let limit = ctx.config.max_message_size;
-    let failed = metrics.clone();
     ws.read_buffer_size(WS_READ_BUFFER)
         .write_buffer_size(0)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_failed_upgrade(move |e| {
-            failed.connections_open.fetch_sub(1, Relaxed);
+            metrics.connections_open.fetch_sub(1, Relaxed);
             debug!(id, error = %e, "websocket upgrade failed");
         })
+        // The session uncounts itself from `connections_open` when it ends.
         .on_upgrade(move |socket| {
-            state.sessions.track_future(async move {
-                session::run(socket, ctx, id, addr).await;
-                metrics.connections_open.fetch_sub(1, Relaxed);
-            })
+            state
+                .sessions
+                .track_future(session::run(socket, ctx, id, addr))
         })
 }
 

@@ -137,7 +137,9 @@ pub async fn run(
                         _ = cancel.cancelled() => return,
                     };
                     match result {
-                        Ok(Ok(tls)) => Either::Right(tls),
+                        // Boxed so that plain connections do not carry the size of a
+                        // TLS session (about a kilobyte) in every upgraded socket.
+                        Ok(Ok(tls)) => Either::Right(Box::new(tls)),
                         Ok(Err(e)) => {
                             debug!(%addr, error = %e, "TLS handshake failed");
                             return;

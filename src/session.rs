@@ -14,7 +14,6 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -23,7 +22,7 @@ use crate::config::Config;
 use crate::ice::IceConfig;
 use crate::metrics::Metrics;
 use crate::protocol::{self, ErrorCode, LeaveReason, Name, NameError, Request, SignalKind, Target};
-use crate::registry::{ClaimError, Event, Mailbox, Registry, SendError};
+use crate::registry::{ClaimError, Event, Inbox, Mailbox, Registry, SendError};
 
 /// What every session shares.
 pub struct Context {
@@ -162,78 +161,102 @@ struct Session {
     id: u64,
     me: Option<Me>,
     /// Receiving end of our mailbox, once logged in.
-    inbox: Option<mpsc::Receiver<Event>>,
+    inbox: Option<Inbox>,
     call: Call,
     rate: RateLimit,
     /// Frames to write to the client once the current input is handled.
     out: Vec<Message>,
     /// Set when the session must end after `out` is written.
     end: Option<End>,
-    /// Cancelled by a sender that found our mailbox full.
+    /// Cancelled by a sender that found our mailbox full, and (being a child of
+    /// `ctx.shutdown`) when the server shuts down: one token, one waiter per session.
     kick: CancellationToken,
 }
 
 /// Serves one upgraded WebSocket until it closes, the client misbehaves, or the server
-/// shuts down. Cleans up after itself: the name is released and a call peer told.
-pub async fn run<S, E>(socket: S, ctx: Arc<Context>, id: u64, addr: SocketAddr)
+/// shuts down. Cleans up after itself: the name is released, a call peer told, and the
+/// connection uncounted from `connections_open`.
+///
+/// Not an `async fn`: the socket goes straight into the one future that uses it, instead of
+/// being stored once as an argument and again in an inner future (an idle connection's
+/// memory is mostly this future).
+pub fn run<S, E>(
+    socket: S,
+    ctx: Arc<Context>,
+    id: u64,
+    addr: SocketAddr,
+) -> impl Future<Output = ()> + Send
 where
-    S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
+    S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin + Send,
     E: StdError + Send + Sync + 'static,
 {
-    let now = Instant::now();
-    let mut session = Session {
-        rate: RateLimit::new(ctx.config.rate_limit, ctx.config.rate_burst, now),
-        ctx,
+    debug!(id, %addr, "connected");
+    let session = Session {
+        rate: RateLimit::new(ctx.config.rate_limit, ctx.config.rate_burst, Instant::now()),
         id,
         me: None,
         inbox: None,
         call: Call::Idle,
         out: Vec::new(),
         end: None,
-        kick: CancellationToken::new(),
+        kick: ctx.shutdown.child_token(),
+        ctx,
     };
-    debug!(id, %addr, "connected");
-    let end = session.serve(socket).await;
-    session.finish(end).await;
+    session.run(socket)
 }
 
 impl Session {
-    async fn serve<S, E>(&mut self, mut socket: S) -> End
+    async fn run<S, E>(mut self, mut socket: S)
+    where
+        S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
+        E: StdError + Send + Sync + 'static,
+    {
+        let end = self.serve(&mut socket).await;
+        drop(socket);
+        Box::pin(self.finish(end)).await;
+        self.ctx.metrics.connections_open.fetch_sub(1, Relaxed);
+    }
+
+    async fn serve<S, E>(&mut self, socket: &mut S) -> End
     where
         S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
         E: StdError + Send + Sync + 'static,
     {
         let ping_interval = self.ctx.config.ping_interval;
-        let silence_limit = ping_interval + self.ctx.config.pong_timeout;
-        let mut last_seen = Instant::now();
-        let mut next_ping = last_seen + ping_interval;
-        let shutdown = self.ctx.shutdown.clone();
+        let pong_timeout = self.ctx.config.pong_timeout;
+        let mut next_ping = Instant::now() + ping_interval;
+        // When we pinged and have heard nothing since; cleared by any frame from the client.
+        let mut unanswered_ping: Option<Instant> = None;
+        // One timer for the session, moved only when the next deadline changes (not per
+        // message): registering a timer per frame is measurable on the relay path.
+        let timer = sleep_until(next_ping);
+        tokio::pin!(timer);
         let kick = self.kick.clone();
 
         let end = loop {
-            let mut wake = next_ping.min(last_seen + silence_limit);
+            let mut wake = next_ping;
+            if let Some(pinged) = unanswered_ping {
+                wake = wake.min(pinged + pong_timeout);
+            }
             if let Call::Calling { deadline, .. } = self.call {
                 wake = wake.min(deadline);
             }
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
+            }
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break End::Shutdown,
-                _ = kick.cancelled() => break End::SlowConsumer,
+                _ = kick.cancelled() => break self.kicked(),
                 event = recv(&mut self.inbox) => {
-                    self.on_event(event).await;
-                    for _ in 1..INBOX_BATCH {
-                        match self.inbox.as_mut().map(|rx| rx.try_recv()) {
-                            Some(Ok(event)) => self.on_event(Some(event)).await,
-                            _ => break,
-                        }
-                    }
+                    Box::pin(self.on_events(event)).await;
                 }
                 frame = socket.next() => {
-                    last_seen = Instant::now();
+                    unanswered_ping = None;
+                    let now = Instant::now();
                     match frame {
-                        Some(Ok(Message::Text(text))) => self.on_text(&text, last_seen).await,
+                        Some(Ok(Message::Text(text))) => Box::pin(self.on_text(&text, now)).await,
                         Some(Ok(Message::Binary(_))) => {
-                            if self.rate_ok(last_seen) {
+                            if self.rate_ok(now) {
                                 self.error(
                                     ErrorCode::BinaryNotSupported,
                                     "Binary frames are not supported; send JSON text frames.",
@@ -253,20 +276,21 @@ impl Session {
                         }
                     }
                 }
-                _ = sleep_until(wake) => {
+                () = &mut timer => {
                     let now = Instant::now();
-                    if now >= last_seen + silence_limit {
+                    if unanswered_ping.is_some_and(|pinged| now >= pinged + pong_timeout) {
                         break End::PongTimeout;
                     }
                     if now >= next_ping {
                         self.out.push(Message::Ping(Default::default()));
+                        unanswered_ping.get_or_insert(now);
                         next_ping = now + ping_interval;
                     }
-                    self.check_ring_timeout(now).await;
+                    Box::pin(self.check_ring_timeout(now)).await;
                 }
             }
             if !self.out.is_empty()
-                && let Err(end) = self.flush(&mut socket, &kick).await
+                && let Err(end) = Box::pin(self.flush(socket, &kick)).await
             {
                 break end;
             }
@@ -279,9 +303,24 @@ impl Session {
             // Best effort: the client may be gone or not reading.
             self.out.clear();
             self.out.push(Message::Close(Some(frame)));
-            let _ = timeout(Duration::from_millis(500), self.flush_plain(&mut socket)).await;
+            // Boxed: this rare path would otherwise add its timer and write state to every
+            // idle connection's future.
+            let _ = Box::pin(timeout(
+                Duration::from_millis(500),
+                self.flush_plain(socket),
+            ))
+            .await;
         }
         end
+    }
+
+    /// Why `kick` was cancelled.
+    fn kicked(&self) -> End {
+        if self.ctx.shutdown.is_cancelled() {
+            End::Shutdown
+        } else {
+            End::SlowConsumer
+        }
     }
 
     /// Writes `out` to the socket, giving up when the client is kicked or too slow.
@@ -292,7 +331,7 @@ impl Session {
         let write_timeout = self.ctx.config.write_timeout;
         tokio::select! {
             biased;
-            _ = kick.cancelled() => Err(End::SlowConsumer),
+            _ = kick.cancelled() => Err(self.kicked()),
             r = timeout(write_timeout, self.flush_plain(socket)) => match r {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(())) => Err(End::SocketError),
@@ -678,6 +717,18 @@ impl Session {
         ));
     }
 
+    /// Handles `first` and whatever else is already queued, up to a batch, so their frames
+    /// go out in one write.
+    async fn on_events(&mut self, first: Option<Box<Event>>) {
+        self.on_event(first).await;
+        for _ in 1..INBOX_BATCH {
+            match self.inbox.as_mut().map(|rx| rx.try_recv()) {
+                Some(Ok(event)) => self.on_event(Some(event)).await,
+                _ => break,
+            }
+        }
+    }
+
     /// Sends `code` back to `to` (the sender of something we refused).
     async fn bounce(&mut self, to: &Name, code: ErrorCode, request: SignalKind) {
         let Some(me) = &self.me else { return };
@@ -689,9 +740,9 @@ impl Session {
         let _ = self.ctx.registry.send(to, event).await;
     }
 
-    async fn on_event(&mut self, event: Option<Event>) {
+    async fn on_event(&mut self, event: Option<Box<Event>>) {
         let Some(event) = event else { return };
-        match event {
+        match *event {
             Event::Notice(frame) => self.out.push(Message::Text(frame)),
             Event::Bounce {
                 from,
@@ -752,9 +803,9 @@ impl Session {
 }
 
 /// Waits for the next event, or forever before login.
-async fn recv(inbox: &mut Option<mpsc::Receiver<Event>>) -> Option<Event> {
+async fn recv(inbox: &mut Option<Inbox>) -> Option<Box<Event>> {
     match inbox {
-        Some(rx) => rx.recv().await,
+        Some(rx) => rx.recv_async().await.ok(),
         None => std::future::pending().await,
     }
 }
