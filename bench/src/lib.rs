@@ -6,6 +6,7 @@
 //! - [`target`]: which server to load (loopback only) and how client sockets are opened.
 //! - [`wire`]: the JSON messages sent, the little read back, and read/expect helpers.
 //! - [`payload`]: realistic SDP and ICE candidate payloads.
+//! - [`pacer`]: a microsecond timer (timerfd) for the open-loop pacer.
 //! - [`pairs`]: logged-in pairs in a call (offer, answer), the fixture of the relay scenarios.
 //! - [`procstat`]: CPU time and RSS of this process and of the server, from `/proc`.
 //! - [`report`]: the human table and the one-line `RESULT {json}` every run prints.
@@ -15,6 +16,7 @@
 
 pub mod cli;
 pub mod compare;
+pub mod pacer;
 pub mod pairs;
 pub mod payload;
 pub mod procstat;
