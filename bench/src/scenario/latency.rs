@@ -110,7 +110,9 @@ pub async fn run(ctx: &Ctx, args: &LatencyArgs) -> Result<Report> {
                 send_errors.push(format!("sending: {e}"));
                 break 'pace;
             }
-            lag.saturating_record((start.elapsed().as_nanos() as u64).saturating_sub(sched(k)));
+            if k >= warm_total {
+                lag.saturating_record((start.elapsed().as_nanos() as u64).saturating_sub(sched(k)));
+            }
             k += 1;
         }
         if k >= total {
