@@ -203,7 +203,8 @@ test('decline: the caller is told', async () => {
   await dial(alice.page, 'bob');
   await bob.page.waitForSelector('#incomingPanel:not([hidden])');
   assert.equal(await bob.page.textContent('#incomingText'), 'alice is calling');
-  await waitStatus(alice.page, /calling bob/);
+  // The server confirms the callee has the offer: the caller sees it ringing.
+  await waitStatus(alice.page, /ringing bob/);
   await bob.page.screenshot({ path: screenshotPath('incoming-bob.png') });
   await bob.page.click('#declineBtn');
   await waitStatus(alice.page, /bob declined/);

@@ -541,6 +541,11 @@ pub fn login_ok_frame(
     .unwrap_or_default()
 }
 
+/// `{"type":"ringing","name":<callee>}`: sent to a caller once the callee has the offer.
+pub fn ringing_frame(callee_json: &str) -> String {
+    format!("{{\"type\":\"ringing\",\"name\":{callee_json}}}")
+}
+
 /// `{"type":"presence","name":...,"online":...}`.
 pub fn presence_frame(name: &Name, online: bool) -> String {
     format!(

@@ -771,6 +771,16 @@ impl Session {
                 let from_peer = self.call.peer() == Some(&from);
                 match kind {
                     SignalKind::Offer if self.call == Call::Idle => {
+                        // Tell the caller it rings here, so its page can say so (and
+                        // knows the offer arrived) before anyone answers.
+                        if let Some(me) = &self.me {
+                            let ringing = protocol::ringing_frame(&me.json);
+                            let _ = self
+                                .ctx
+                                .registry
+                                .send(&from, Event::Notice(ringing.into()))
+                                .await;
+                        }
                         self.set_call(Call::Ringing { peer: from });
                     }
                     SignalKind::Offer if !from_peer => {

@@ -182,7 +182,7 @@ async fn recv_type_within(c: &mut Client, kind: &str, within: Duration) -> Value
         match tokio::time::timeout_at(deadline, c.next_json()).await {
             Ok(Ok(v)) if v["type"] == kind => return v,
             Ok(Ok(v)) => assert!(
-                v["type"] == "presence" || v["type"] == "users",
+                v["type"] == "presence" || v["type"] == "ringing",
                 "expected {kind}, got {v}"
             ),
             Ok(Err(closed)) => panic!("connection closed while waiting for {kind}: {closed:?}"),

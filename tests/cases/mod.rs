@@ -21,6 +21,15 @@ pub async fn seed_flow(c: &Cluster) {
     let offer = b.recv_type("offer").await;
     assert_eq!(offer["offer"], offer_payload(), "offer relayed exactly");
     assert_eq!(offer["name"], "alice");
+    // Extension: the caller learns that it rings.
+    let ringing = loop {
+        let v = a.recv().await;
+        if v["type"] != "presence" {
+            break v;
+        }
+    };
+    assert_eq!(ringing["type"], "ringing", "{ringing}");
+    assert_eq!(ringing["name"], "bob");
 
     // The callee's browser may send candidates before its answer.
     b.send(json!({"type": "candidate", "name": "alice", "candidate": candidate_payload(1)}))

@@ -213,7 +213,7 @@ impl Client {
         }
     }
 
-    /// The next message of type `kind`, skipping presence updates.
+    /// The next message of type `kind`, skipping presence and ringing notices.
     pub async fn recv_type(&mut self, kind: &str) -> Value {
         loop {
             let v = self.recv().await;
@@ -221,7 +221,7 @@ impl Client {
                 return v;
             }
             assert!(
-                v["type"] == "presence" || v["type"] == "users",
+                v["type"] == "presence" || v["type"] == "ringing",
                 "expected {kind}, got {v}"
             );
         }

@@ -255,6 +255,12 @@ export class App {
         return this.#onAnswer(m);
       case 'candidate':
         return this.#onCandidate(m);
+      case 'ringing':
+        // The callee has our offer and is being asked; until now we only knew we dialled.
+        if (this.#call && this.#call.peer === m.name && this.#call.state === View.OUTGOING) {
+          this.#ui.setCallStatus(`Ringing ${m.name}…`, 'info');
+        }
+        return;
       case 'leave':
         return this.#onLeave(m);
       case 'error':
