@@ -114,7 +114,7 @@ impl Report {
             self.metric("other_cpu_pct", pct, "% of a core");
             if pct > 10.0 {
                 self.note(format!(
-                    "other processes used {pct:.0}% of a core during the window: figures are disturbed"
+                    "{pct:.0}% of a core went to neither client nor server (other processes, and kernel interrupt work including this run's own loopback traffic): check for foreign load"
                 ));
             }
         }
