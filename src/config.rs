@@ -48,6 +48,17 @@ pub struct Config {
     #[arg(long, env = "DUET_PONG_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub pong_timeout: Duration,
 
+    /// Worker threads; 0 means one per CPU core available to the process. One thread is
+    /// the cheapest per message at moderate load (no cross-thread wake-ups); more threads
+    /// carry more load.
+    #[arg(long, env = "DUET_THREADS", default_value_t = 0)]
+    pub threads: usize,
+
+    /// Per-connection WebSocket read buffer, in bytes, allocated up front. Small keeps idle
+    /// connections cheap; larger reads more pipelined messages per system call.
+    #[arg(long, env = "DUET_WS_READ_BUFFER", default_value_t = 512)]
+    pub ws_read_buffer: usize,
+
     /// Messages queued for one client before it counts as a slow consumer and is
     /// disconnected (close code 1013).
     #[arg(long, env = "DUET_QUEUE_CAPACITY", default_value_t = 1024)]

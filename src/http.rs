@@ -24,11 +24,6 @@ use crate::session::{self, Context};
 #[folder = "web/"]
 struct WebAssets;
 
-/// tungstenite's read buffer, allocated (and zero-filled) per connection up front. Its
-/// default, 128 KiB, would dominate an idle connection's memory; signaling frames are
-/// small, and the buffer grows for the occasional large one (an SDP offer).
-const WS_READ_BUFFER: usize = 512;
-
 #[derive(Clone)]
 pub struct AppState {
     pub ctx: Arc<Context>,
@@ -127,7 +122,9 @@ fn upgrade(state: AppState, ws: WebSocketUpgrade, addr: SocketAddr) -> Response 
     metrics.connections_total.fetch_add(1, Relaxed);
     let id = state.next_id.fetch_add(1, Relaxed);
     let limit = ctx.config.max_message_size;
-    ws.read_buffer_size(WS_READ_BUFFER)
+    // tungstenite's default read buffer (128 KiB, allocated and zero-filled up front) would
+    // dominate an idle connection's memory; see `--ws-read-buffer`.
+    ws.read_buffer_size(ctx.config.ws_read_buffer.max(64))
         .write_buffer_size(0)
         .max_message_size(limit)
         .max_frame_size(limit)

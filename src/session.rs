@@ -14,8 +14,10 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::value::RawValue;
+use std::pin::Pin;
 use tokio::time::{Instant, sleep_until, timeout};
-use tokio_util::sync::CancellationToken;
+
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
@@ -232,6 +234,10 @@ impl Session {
         let timer = sleep_until(next_ping);
         tokio::pin!(timer);
         let kick = self.kick.clone();
+        // One waiter for the session's lifetime rather than one per loop turn: creating
+        // and dropping it locks the token's waiter list each time.
+        let kicked = kick.cancelled();
+        tokio::pin!(kicked);
 
         let end = loop {
             let mut wake = next_ping;
@@ -246,7 +252,7 @@ impl Session {
             }
             tokio::select! {
                 biased;
-                _ = kick.cancelled() => break self.kicked(),
+                _ = &mut kicked => break self.kicked(),
                 event = recv(&mut self.inbox) => {
                     Box::pin(self.on_events(event)).await;
                 }
@@ -290,7 +296,7 @@ impl Session {
                 }
             }
             if !self.out.is_empty()
-                && let Err(end) = Box::pin(self.flush(socket, &kick)).await
+                && let Err(end) = Box::pin(self.flush(socket, kicked.as_mut())).await
             {
                 break end;
             }
@@ -324,14 +330,18 @@ impl Session {
     }
 
     /// Writes `out` to the socket, giving up when the client is kicked or too slow.
-    async fn flush<S, E>(&mut self, socket: &mut S, kick: &CancellationToken) -> Result<(), End>
+    async fn flush<S, E>(
+        &mut self,
+        socket: &mut S,
+        kicked: Pin<&mut WaitForCancellationFuture<'_>>,
+    ) -> Result<(), End>
     where
         S: Sink<Message, Error = E> + Unpin,
     {
         let write_timeout = self.ctx.config.write_timeout;
         tokio::select! {
             biased;
-            _ = kick.cancelled() => Err(self.kicked()),
+            _ = kicked => Err(self.kicked()),
             r = timeout(write_timeout, self.flush_plain(socket)) => match r {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(())) => Err(End::SocketError),
