@@ -48,6 +48,9 @@ mod close_code {
 /// load without letting one busy sender starve the client's own frames for long.
 const INBOX_BATCH: usize = 256;
 
+/// Capacity of the outgoing frame list kept between writes; more is given back.
+const OUT_KEEP: usize = 16;
+
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
@@ -356,6 +359,11 @@ impl Session {
     {
         for message in self.out.drain(..) {
             socket.feed(message).await.map_err(|_| ())?;
+        }
+        // A burst (a batch of 256 relayed events) must not leave its capacity behind on
+        // an idle connection.
+        if self.out.capacity() > OUT_KEEP {
+            self.out = Vec::new();
         }
         socket.flush().await.map_err(|_| ())
     }
