@@ -10,10 +10,17 @@ fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_env("DUET_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if config.threads > 0 {
-        runtime.worker_threads(config.threads);
-    }
+    // One thread: tokio's current-thread scheduler, which skips the work-stealing
+    // machinery entirely.
+    let mut runtime = match config.threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    };
     let runtime = runtime
         .enable_all()
         .build()
