@@ -872,4 +872,183 @@ mod tests {
         let mut rl = RateLimit::new(0.0, 1, start);
         assert!((0..10_000).all(|_| rl.allow(start)));
     }
+
+    // The session over two channels instead of a socket, on paused time: timeouts of
+    // tens of seconds run instantly and exactly.
+
+    use std::pin::Pin as StdPin;
+    use std::task::{Context as TaskContext, Poll};
+
+    use serde_json::{Value, json};
+    use tokio::sync::mpsc;
+
+    use crate::registry::memory::MemoryRegistry;
+
+    /// A WebSocket stand-in: frames the test sends arrive at the session; frames the
+    /// session writes come out at the test.
+    struct Pipe {
+        incoming: mpsc::UnboundedReceiver<Message>,
+        outgoing: mpsc::UnboundedSender<Message>,
+    }
+
+    impl Stream for Pipe {
+        type Item = Result<Message, std::io::Error>;
+        fn poll_next(
+            mut self: StdPin<&mut Self>,
+            cx: &mut TaskContext<'_>,
+        ) -> Poll<Option<Self::Item>> {
+            self.incoming.poll_recv(cx).map(|m| m.map(Ok))
+        }
+    }
+
+    impl Sink<Message> for Pipe {
+        type Error = std::io::Error;
+        fn poll_ready(
+            self: StdPin<&mut Self>,
+            _: &mut TaskContext<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(self: StdPin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+            self.outgoing
+                .send(item)
+                .map_err(|_| std::io::Error::other("test dropped its end"))
+        }
+        fn poll_flush(
+            self: StdPin<&mut Self>,
+            _: &mut TaskContext<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(
+            self: StdPin<&mut Self>,
+            _: &mut TaskContext<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// The test's end of one connection.
+    struct Peer {
+        to_session: mpsc::UnboundedSender<Message>,
+        from_session: mpsc::UnboundedReceiver<Message>,
+    }
+
+    impl Peer {
+        fn send(&self, v: Value) {
+            let _ = self.to_session.send(Message::Text(v.to_string().into()));
+        }
+
+        /// The next frame the session wrote (pings included), or `None` once it ended.
+        async fn frame(&mut self) -> Option<Message> {
+            self.from_session.recv().await
+        }
+
+        /// The next JSON message, skipping pings.
+        async fn json(&mut self) -> Value {
+            loop {
+                match self.frame().await {
+                    Some(Message::Text(t)) => return serde_json::from_str(&t).expect("json"),
+                    Some(Message::Ping(_)) => continue,
+                    other => panic!("expected a JSON message, got {other:?}"),
+                }
+            }
+        }
+    }
+
+    fn context() -> Arc<Context> {
+        let mut config = Config::default_for("127.0.0.1:0".parse().expect("addr"));
+        config.rate_limit = 0.0;
+        Arc::new(Context {
+            config,
+            registry: Registry::Memory(MemoryRegistry::new()),
+            metrics: Default::default(),
+            ice: Default::default(),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    fn connect(ctx: &Arc<Context>, id: u64) -> Peer {
+        let (to_session, incoming) = mpsc::unbounded_channel();
+        let (outgoing, from_session) = mpsc::unbounded_channel();
+        let pipe = Pipe { incoming, outgoing };
+        let addr = "127.0.0.1:1".parse().expect("addr");
+        tokio::spawn(run(pipe, ctx.clone(), id, addr));
+        Peer {
+            to_session,
+            from_session,
+        }
+    }
+
+    async fn logged_in(ctx: &Arc<Context>, id: u64, name: &str) -> Peer {
+        let mut peer = connect(ctx, id);
+        peer.send(json!({"type": "login", "name": name}));
+        assert_eq!(peer.json().await["success"], true);
+        peer
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_call_rings_for_exactly_the_ring_timeout() {
+        let ctx = context();
+        let mut a = logged_in(&ctx, 1, "a").await;
+        let mut b = logged_in(&ctx, 2, "b").await;
+        let _ = a.json().await; // presence: b came online
+        let start = Instant::now();
+        a.send(json!({"type": "offer", "name": "b", "offer": {"sdp": "x"}}));
+        assert_eq!(b.json().await["type"], "offer");
+        assert_eq!(a.json().await["type"], "ringing");
+        // Both keep answering pings, so only the ring timer can end the attempt.
+        let leave = loop {
+            match a.frame().await {
+                Some(Message::Ping(_)) => a
+                    .to_session
+                    .send(Message::Pong(Default::default()))
+                    .expect("pong"),
+                Some(Message::Text(t)) => break serde_json::from_str::<Value>(&t).expect("json"),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(leave["type"], "leave");
+        assert_eq!(leave["reason"], "no-answer");
+        assert_eq!(start.elapsed(), ctx.config.ring_timeout);
+        let leave = b.json().await;
+        assert_eq!(leave["reason"], "no-answer");
+        assert_eq!(leave["name"], "a");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_dropped_after_ping_interval_plus_pong_timeout() {
+        let ctx = context();
+        let start = Instant::now();
+        let mut a = logged_in(&ctx, 1, "quiet").await;
+        // The first ping comes after the interval; with no answer the session ends.
+        assert!(matches!(a.frame().await, Some(Message::Ping(_))));
+        assert_eq!(start.elapsed(), ctx.config.ping_interval);
+        let close = a.frame().await;
+        let Some(Message::Close(Some(frame))) = close else {
+            panic!("expected a close frame, got {close:?}");
+        };
+        assert_eq!(frame.code, close_code::POLICY);
+        assert_eq!(
+            start.elapsed(),
+            ctx.config.ping_interval + ctx.config.pong_timeout
+        );
+        assert!(a.frame().await.is_none(), "the session ended");
+        let name = Name::parse("quiet").expect("name");
+        assert!(!ctx.registry.is_online(&name).await, "its name was freed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_answers_pings_stays() {
+        let ctx = context();
+        let mut a = logged_in(&ctx, 1, "awake").await;
+        for _ in 0..10 {
+            assert!(matches!(a.frame().await, Some(Message::Ping(_))));
+            a.to_session
+                .send(Message::Pong(Default::default()))
+                .expect("pong");
+        }
+        let name = Name::parse("awake").expect("name");
+        assert!(ctx.registry.is_online(&name).await);
+    }
 }
