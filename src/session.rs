@@ -195,7 +195,7 @@ where
     S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin + Send,
     E: StdError + Send + Sync + 'static,
 {
-    debug!(id, %addr, "connected");
+    info!(id, %addr, "connected");
     let session = Session {
         rate: RateLimit::new(ctx.config.rate_limit, ctx.config.rate_burst, Instant::now()),
         id,
@@ -384,7 +384,7 @@ impl Session {
             _ => {}
         }
         let Some(me) = self.me.take() else {
-            debug!(id = self.id, ?end, "disconnected");
+            info!(id = self.id, ?end, "disconnected before logging in");
             return;
         };
         // Released before the peer is told, so that a peer reacting to the `leave` already
