@@ -55,6 +55,9 @@ pub enum Command {
     WaitReady(WaitReadyArgs),
     /// Read `RESULT` lines from files and print a markdown table per case with ratios.
     Compare(CompareArgs),
+    /// Read `RESULT` lines and print, per scenario, one row per case and label with the
+    /// median and the range (min-max) of the key figures over repeated runs.
+    Summary(SummaryArgs),
 }
 
 /// Options every load scenario shares.
@@ -65,9 +68,11 @@ pub struct Common {
     #[arg(long, env = "DUET_BENCH_URL", default_value = "ws://127.0.0.1:9090/")]
     pub url: String,
     /// PID of the server process: its CPU time (utime+stime) and VmRSS are read from /proc.
-    /// Without it, server figures are left out.
-    #[arg(long, env = "DUET_BENCH_SERVER_PID")]
-    pub server_pid: Option<u32>,
+    /// Without it, server figures are left out. Repeatable (or comma-separated): with several
+    /// (cluster nodes, Redis) the server figures are their sum, and each one's share of a
+    /// core is reported as `server1_cpu_pct`, `server2_cpu_pct`, ... in the order given.
+    #[arg(long, env = "DUET_BENCH_SERVER_PID", value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Name of the server under test in the report (e.g. duet, seed).
     #[arg(long, default_value = "server")]
     pub label: String,
@@ -75,10 +80,51 @@ pub struct Common {
     /// other core to the server on a 2-core machine).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: u16,
+    /// Second server for the other member of every pair (`throughput`, `latency`, `calls`),
+    /// e.g. another node of a cluster; loopback only. Implies `--placement cross`.
+    #[arg(long, env = "DUET_BENCH_PEER_URL")]
+    pub peer_url: Option<String>,
+    /// Where the two members of every pair connect: `same` = both to `--url`; `cross` =
+    /// the caller to `--url`, the callee to `--peer-url`. When given (or with `--peer-url`),
+    /// the placement becomes part of the case name (`... placement=cross`); without either
+    /// the run and its output are the single-server ones.
+    #[arg(long, value_enum)]
+    pub placement: Option<Placement>,
     /// Spread client sockets over source addresses 127.0.0.1 ..= 127.0.0.N (IPv4 targets),
     /// so that many connections and reconnects never run out of ephemeral ports.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=250))]
     pub source_addrs: u8,
+}
+
+/// Where the members of each pair connect (see `--placement`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Both members on `--url`.
+    Same,
+    /// Caller on `--url`, callee on `--peer-url`.
+    Cross,
+}
+
+impl Placement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Placement::Same => "same",
+            Placement::Cross => "cross",
+        }
+    }
+}
+
+impl Common {
+    /// The placement in effect: `None` for a plain single-server run (nothing in the case
+    /// name), else `same` or `cross`. `cross` needs `--peer-url`.
+    pub fn placement(&self) -> Result<Option<Placement>> {
+        match (self.placement, &self.peer_url) {
+            (Some(Placement::Cross), None) => bail!("--placement cross needs --peer-url"),
+            (Some(p), _) => Ok(Some(p)),
+            (None, Some(_)) => Ok(Some(Placement::Cross)),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 fn secs(s: f64, what: &str) -> Result<Duration> {
@@ -229,4 +275,44 @@ pub struct CompareArgs {
     /// Files holding duet-bench output; every line starting with `RESULT ` is read.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SummaryArgs {
+    /// Comma-separated metrics to show instead of each scenario's key figures.
+    #[arg(long, value_delimiter = ',')]
+    pub metrics: Vec<String>,
+    /// Files holding duet-bench output; every line starting with `RESULT ` is read.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn common(args: &[&str]) -> Common {
+        let mut argv = vec!["duet-bench", "throughput"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Throughput { common, .. } => common,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn placement_defaults_and_checks() {
+        assert_eq!(common(&[]).placement().unwrap(), None);
+        let peer = ["--peer-url", "ws://127.0.0.1:2/"];
+        assert_eq!(common(&peer).placement().unwrap(), Some(Placement::Cross));
+        let same = common(&["--peer-url", "ws://127.0.0.1:2/", "--placement", "same"]);
+        assert_eq!(same.placement().unwrap(), Some(Placement::Same));
+        assert_eq!(
+            common(&["--placement", "same"]).placement().unwrap(),
+            Some(Placement::Same)
+        );
+        assert!(common(&["--placement", "cross"]).placement().is_err());
+        let pids = common(&["--server-pid", "1,2", "--server-pid", "3"]);
+        assert_eq!(pids.server_pid, vec![1, 2, 3]);
+    }
 }

@@ -2,8 +2,12 @@
 //! and writes markdown: a headline table of the key figures, then every metric per case,
 //! each with the ratio other/baseline. Repeated runs of a case are summarised by their
 //! median.
+//!
+//! `duet-bench summary`: the same lines as one table per scenario, a row per case and
+//! label (e.g. single node, cluster same-node pairs, cluster cross-node pairs), each cell
+//! the median and the range over repeated runs.
 
-use crate::cli::CompareArgs;
+use crate::cli::{CompareArgs, SummaryArgs};
 use crate::report::human;
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
@@ -86,8 +90,117 @@ pub fn higher_is_better(key: &str) -> Option<bool> {
 }
 
 pub fn run(args: &CompareArgs) -> Result<String> {
+    Ok(render(&read_runs(&args.files)?, &args.baseline))
+}
+
+pub fn summary(args: &SummaryArgs) -> Result<String> {
+    Ok(render_summary(&read_runs(&args.files)?, &args.metrics))
+}
+
+/// The figures `summary` shows beyond a scenario's key figures, when present.
+const SUMMARY_EXTRA: &[(&str, &[&str])] = &[
+    ("throughput", &["client_cpu_us_per_msg", "other_cpu_pct"]),
+    (
+        "latency",
+        &["send_lag_p99", "achieved_rate", "other_cpu_pct"],
+    ),
+];
+
+fn render_summary(runs: &[Run], metrics: &[String]) -> String {
+    let mut scenarios: Vec<&str> = Vec::new();
+    for r in runs {
+        if !scenarios.contains(&r.scenario.as_str()) {
+            scenarios.push(&r.scenario);
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Each cell: median of the runs, and in brackets the lowest and highest run.\n"
+    );
+    for sc in scenarios {
+        let runs: Vec<&Run> = runs.iter().filter(|r| r.scenario == sc).collect();
+        // Rows in order of first appearance.
+        let mut rows: Vec<(&str, &str)> = Vec::new();
+        for r in &runs {
+            if !rows.contains(&(r.case.as_str(), r.label.as_str())) {
+                rows.push((&r.case, &r.label));
+            }
+        }
+        let has = |k: &str| runs.iter().any(|r| r.metrics.iter().any(|(m, _)| m == k));
+        let keys: Vec<String> = if metrics.is_empty() {
+            let key = KEY_METRICS.iter().find(|(s, _)| *s == sc).map(|(_, k)| *k);
+            let extra = SUMMARY_EXTRA
+                .iter()
+                .find(|(s, _)| *s == sc)
+                .map(|(_, k)| *k);
+            let mut keys: Vec<String> = key
+                .unwrap_or(&[])
+                .iter()
+                .chain(extra.unwrap_or(&[]))
+                .map(|k| k.to_string())
+                .collect();
+            // Per-process CPU of multi-process servers (cluster nodes, Redis).
+            for i in 1..=9 {
+                keys.push(format!("server{i}_cpu_pct"));
+            }
+            keys
+        } else {
+            metrics.to_vec()
+        };
+        let keys: Vec<&String> = keys.iter().filter(|k| has(k)).collect();
+        let _ = writeln!(out, "### {sc}\n");
+        let mut header = String::from("| case | server | runs |");
+        let mut rule = String::from("|---|---|---:|");
+        for k in &keys {
+            let _ = write!(header, " {k} |");
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(out, "{header}\n{rule}");
+        for (case, label) in rows {
+            let rs: Vec<&&Run> = runs
+                .iter()
+                .filter(|r| r.case == case && r.label == label)
+                .collect();
+            let failed = rs.iter().filter(|r| !r.ok).count();
+            let mut count = rs.len().to_string();
+            if failed > 0 {
+                let _ = write!(count, " (**{failed} FAILED**)");
+            }
+            let _ = write!(out, "| {case} | {label} | {count} |");
+            for k in &keys {
+                let xs: Vec<f64> = rs
+                    .iter()
+                    .filter_map(|r| r.metrics.iter().find(|(m, _)| m == *k).map(|(_, v)| *v))
+                    .collect();
+                let _ = write!(out, " {} |", spread_cell(xs));
+            }
+            let _ = writeln!(out);
+        }
+        let _ = writeln!(out);
+    }
+    out
+}
+
+/// `median [min–max]`, or just the value for one run.
+fn spread_cell(xs: Vec<f64>) -> String {
+    if xs.is_empty() {
+        return "–".into();
+    }
+    let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let n = xs.len();
+    let m = median(xs);
+    if n == 1 || lo == hi {
+        human(m)
+    } else {
+        format!("{} [{}–{}]", human(m), human(lo), human(hi))
+    }
+}
+
+fn read_runs(files: &[std::path::PathBuf]) -> Result<Vec<Run>> {
     let mut runs = Vec::new();
-    for f in &args.files {
+    for f in files {
         let text =
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         for line in text.lines() {
@@ -101,7 +214,7 @@ pub fn run(args: &CompareArgs) -> Result<String> {
     if runs.is_empty() {
         bail!("no RESULT lines found");
     }
-    Ok(render(&runs, &args.baseline))
+    Ok(runs)
 }
 
 fn parse_run(json: &str) -> Result<Run> {
@@ -296,6 +409,42 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("seed: 3 run(s); duet: 2 run(s)"), "{md}");
+    }
+
+    #[test]
+    fn summarises_with_spread() {
+        let line = |label: &str, case: &str, v: f64| {
+            format!(
+                r#"{{"scenario":"latency","case":"latency rate=20000 pairs=50 placement={case}","label":"{label}","ok":true,"metrics":{{"latency_p99":{v},"lost":0,"server2_cpu_pct":12.5}}}}"#
+            )
+        };
+        let runs: Vec<Run> = [
+            line("cluster", "cross", 300.0),
+            line("cluster", "same", 100.0),
+            line("cluster", "cross", 500.0),
+            line("cluster", "cross", 200.0),
+            line("single", "same", 90.0),
+        ]
+        .iter()
+        .map(|l| parse_run(l).unwrap())
+        .collect();
+        let md = render_summary(&runs, &[]);
+        assert!(
+            md.contains("| case | server | runs | latency_p99 | lost | server2_cpu_pct |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| latency rate=20000 pairs=50 placement=cross | cluster | 3 | 300 [200–500] | 0 | 12.5 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| latency rate=20000 pairs=50 placement=same | single | 1 | 90 | 0 | 12.5 |"
+            ),
+            "{md}"
+        );
+        let md = render_summary(&runs, &["lost".into()]);
+        assert!(md.contains("| case | server | runs | lost |"), "{md}");
     }
 
     #[test]

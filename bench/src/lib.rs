@@ -37,10 +37,16 @@ pub const MAX_CONNECTIONS: usize = 19_900;
 /// Everything a scenario needs besides its own arguments.
 #[derive(Clone)]
 pub struct Ctx {
-    /// Opens client connections to the server under test.
+    /// Opens client connections to the server under test (the caller of every pair).
     pub dialer: target::Dialer,
-    /// The server's PID, if given: its CPU time and RSS are read from `/proc`.
-    pub server_pid: Option<u32>,
+    /// Opens the callee's connection of every pair: `--peer-url` with `--placement cross`,
+    /// else the same server as `dialer`.
+    pub peer_dialer: target::Dialer,
+    /// `None` for a plain single-server run; else where pairs were placed.
+    pub placement: Option<cli::Placement>,
+    /// The server's PIDs, if given (several for a cluster: nodes and Redis): their CPU time
+    /// (summed) and RSS are read from `/proc`.
+    pub server_pids: Vec<u32>,
     /// Name of the server under test in reports (`duet`, `seed`, ...).
     pub label: String,
     /// Makes login names unique per run, so runs against a long-lived server do not collide.

@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use duet_bench::cli::{Cli, Command, Common};
+use duet_bench::cli::{Cli, Command, Common, Placement};
 use duet_bench::{Ctx, compare, procstat, scenario, target};
 use std::process::ExitCode;
 
@@ -22,6 +22,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Compare(args) => {
             print!("{}", compare::run(&args)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Summary(args) => {
+            print!("{}", compare::summary(&args)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::WaitReady(args) => {
@@ -52,14 +56,34 @@ where
     Fut: Future<Output = anyhow::Result<duet_bench::report::Report>>,
 {
     let target = target::Target::parse(&common.url)?;
+    let placement = common.placement()?;
+    let dialer = target::Dialer::new(target, common.source_addrs)?;
+    let peer_dialer = match (placement, &common.peer_url) {
+        (Some(Placement::Cross), Some(url)) => {
+            target::Dialer::new(target::Target::parse(url)?, common.source_addrs)?
+        }
+        _ => dialer.clone(),
+    };
     let limit = procstat::raise_nofile_limit().context("raising RLIMIT_NOFILE")?;
     let ctx = Ctx {
-        dialer: target::Dialer::new(target, common.source_addrs)?,
-        server_pid: common.server_pid,
+        dialer,
+        peer_dialer,
+        placement,
+        server_pids: common.server_pid.clone(),
         label: common.label.clone(),
         run_id: procstat::run_id(),
     };
     let mut report = runtime(common.threads.into())?.block_on(f(ctx))?;
+    if let Some(p) = placement {
+        // Last in the case name: `throughput pairs=50 window=8 placement=cross`.
+        report.case_param("placement", p.as_str());
+        if let Some(url) = &common.peer_url {
+            report.param("peer_url", url.as_str());
+        }
+    }
+    if common.server_pid.len() > 1 {
+        report.param("server_pids", common.server_pid.clone());
+    }
     report.param("client_threads", common.threads);
     report.param("source_addrs", common.source_addrs);
     report.param("nofile_limit", limit);

@@ -19,9 +19,12 @@ pub struct Pair {
     pub not_json: usize,
 }
 
-/// Sets up `count` pairs, `concurrency` at a time, all within `timeout`.
+/// Sets up `count` pairs, `concurrency` at a time, all within `timeout`. Every `a` connects
+/// through `dialer`, every `b` through `peer_dialer` (another node of a cluster, or the
+/// same server).
 pub async fn setup(
     dialer: &Dialer,
+    peer_dialer: &Dialer,
     prefix: &str,
     count: usize,
     concurrency: usize,
@@ -32,6 +35,7 @@ pub async fn setup(
         .map(|i| {
             setup_one(
                 dialer,
+                peer_dialer,
                 format!("{prefix}a{i}"),
                 format!("{prefix}b{i}"),
                 deadline,
@@ -44,19 +48,25 @@ pub async fn setup(
 
 async fn setup_one(
     dialer: &Dialer,
+    peer_dialer: &Dialer,
     a_name: String,
     b_name: String,
     deadline: Instant,
 ) -> Result<Pair> {
-    let connect_login = |name: String| async move {
-        let mut ws = tokio::time::timeout_at(deadline, dialer.connect())
-            .await
-            .context("timed out connecting")??;
-        let seen = wire::login_as(&mut ws, &name, deadline).await?;
-        anyhow::Ok((ws, seen))
+    let connect_login = |dialer: &Dialer, name: &str| {
+        let (dialer, name) = (dialer.clone(), name.to_owned());
+        async move {
+            let mut ws = tokio::time::timeout_at(deadline, dialer.connect())
+                .await
+                .context("timed out connecting")??;
+            let seen = wire::login_as(&mut ws, &name, deadline).await?;
+            anyhow::Ok((ws, seen))
+        }
     };
-    let ((mut a, sa), (mut b, sb)) =
-        tokio::try_join!(connect_login(a_name.clone()), connect_login(b_name.clone()))?;
+    let ((mut a, sa), (mut b, sb)) = tokio::try_join!(
+        connect_login(dialer, &a_name),
+        connect_login(peer_dialer, &b_name)
+    )?;
     let sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
     wire::send(&mut a, wire::offer(&b_name, sdp)).await?;
     let mut seen_b = sb;

@@ -95,35 +95,41 @@ fn parse_vm_rss(text: &str) -> Result<u64> {
 }
 
 /// CPU counters at one instant.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     pub at: Instant,
     pub client_cpu: f64,
-    /// `None` without `--server-pid` (or when `/proc` could not be read).
-    pub server_cpu: Option<f64>,
+    /// Per server PID given, in order; `None` where `/proc` could not be read.
+    pub server_cpus: Vec<Option<f64>>,
     /// Busy CPU seconds of the whole machine (`/proc/stat`), to see foreign load.
     pub machine_busy: Option<f64>,
 }
 
 impl Snapshot {
-    pub fn take(server_pid: Option<u32>) -> Self {
+    /// Reads this process's CPU time, that of every PID in `server_pids`, and the machine's.
+    pub fn take(server_pids: &[u32]) -> Self {
         Self {
             at: Instant::now(),
             client_cpu: own_cpu(),
-            server_cpu: server_pid.and_then(|p| process_cpu(p).ok()),
+            server_cpus: server_pids.iter().map(|&p| process_cpu(p).ok()).collect(),
             machine_busy: machine_busy(),
         }
     }
 
     /// Wall time and CPU used from `self` to `later`.
     pub fn until(&self, later: &Snapshot) -> Usage {
+        let per_server: Option<Vec<f64>> = self
+            .server_cpus
+            .iter()
+            .zip(&later.server_cpus)
+            .map(|(a, b)| Some((*b)? - (*a)?))
+            .collect();
+        let per_server = per_server.filter(|v| !v.is_empty());
         Usage {
             wall: later.at.saturating_duration_since(self.at),
             client_cpu: later.client_cpu - self.client_cpu,
-            server_cpu: match (self.server_cpu, later.server_cpu) {
-                (Some(a), Some(b)) => Some(b - a),
-                _ => None,
-            },
+            server_cpu: per_server.as_ref().map(|v| v.iter().sum()),
+            per_server: per_server.unwrap_or_default(),
             machine_busy: match (self.machine_busy, later.machine_busy) {
                 (Some(a), Some(b)) => Some(b - a),
                 _ => None,
@@ -133,11 +139,15 @@ impl Snapshot {
 }
 
 /// Wall and CPU time over a measured window.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Usage {
     pub wall: Duration,
     pub client_cpu: f64,
+    /// All server processes together; `None` without server PIDs (or unreadable).
     pub server_cpu: Option<f64>,
+    /// Each server process, in the order the PIDs were given (empty when `server_cpu` is
+    /// `None`).
+    pub per_server: Vec<f64>,
     /// Busy CPU seconds of the whole machine over the window.
     pub machine_busy: Option<f64>,
 }
@@ -192,6 +202,19 @@ mod tests {
         let stat = "cpu  100 5 50 1000 7 1 2 3 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
         assert_eq!(parse_machine_busy(stat, 100.0), Some(1.61));
         assert!(machine_busy().is_some());
+    }
+
+    #[test]
+    fn sums_several_servers() {
+        let me = std::process::id();
+        let a = Snapshot::take(&[me, me]);
+        let b = Snapshot::take(&[me, me]);
+        let u = a.until(&b);
+        assert_eq!(u.per_server.len(), 2);
+        assert!((u.server_cpu.unwrap() - u.per_server.iter().sum::<f64>()).abs() < 1e-12);
+        assert!(a.until(&Snapshot::take(&[])).server_cpu.is_none());
+        let dead = Snapshot::take(&[me, u32::MAX]);
+        assert!(dead.until(&dead).server_cpu.is_none());
     }
 
     #[test]

@@ -50,7 +50,11 @@ impl Report {
     /// A parameter that defines the case (e.g. `rate=20000`).
     pub fn case_param(&mut self, key: &str, value: impl Into<Value>) {
         let value = value.into();
-        self.case_params.push((key.to_owned(), value.to_string()));
+        let text = match &value {
+            Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        self.case_params.push((key.to_owned(), text));
         self.params.insert(key.to_owned(), value);
     }
 
@@ -105,6 +109,15 @@ impl Report {
             self.metric("server_cpu_pct", 100.0 * server / wall, "% of a core");
             if work > 0.0 {
                 self.metric(per_unit, scale * server / work, unit);
+            }
+            if usage.per_server.len() > 1 {
+                for (i, cpu) in usage.per_server.iter().enumerate() {
+                    self.metric(
+                        &format!("server{}_cpu_pct", i + 1),
+                        100.0 * cpu / wall,
+                        "% of a core",
+                    );
+                }
             }
         } else {
             self.note("no --server-pid: server CPU not measured");
@@ -244,5 +257,23 @@ mod tests {
         assert_eq!(json_number(3.0), json!(3));
         assert_eq!(json_number(0.123456), json!(0.1235));
         assert_eq!(json_number(12345.678), json!(12346.0));
+    }
+
+    #[test]
+    fn case_names_hold_plain_text() {
+        let mut r = Report {
+            scenario: "latency",
+            label: "cluster".into(),
+            url: "ws://127.0.0.1:1/".into(),
+            case_params: Vec::new(),
+            params: Map::new(),
+            metrics: Vec::new(),
+            notes: Vec::new(),
+            ok: true,
+        };
+        r.case_param("rate", 20000);
+        r.case_param("placement", "cross");
+        assert_eq!(r.case(), "latency rate=20000 placement=cross");
+        assert_eq!(r.to_json()["params"]["placement"], json!("cross"));
     }
 }

@@ -79,6 +79,7 @@ pub async fn run(ctx: &Ctx, args: &CallsArgs) -> Result<Report> {
             let prefix = format!("c{}w{w}n", ctx.run_id);
             tokio::spawn(worker(
                 ctx.dialer.clone(),
+                ctx.peer_dialer.clone(),
                 prefix,
                 payloads.clone(),
                 measure_from,
@@ -89,9 +90,9 @@ pub async fn run(ctx: &Ctx, args: &CallsArgs) -> Result<Report> {
         .collect();
 
     tokio::time::sleep_until(measure_from).await;
-    let s0 = Snapshot::take(ctx.server_pid);
+    let s0 = Snapshot::take(&ctx.server_pids);
     tokio::time::sleep_until(end).await;
-    let s1 = Snapshot::take(ctx.server_pid);
+    let s1 = Snapshot::take(&ctx.server_pids);
     for w in workers {
         let _ = tokio::time::timeout(CYCLE_TIMEOUT + Duration::from_secs(2), w).await;
     }
@@ -129,6 +130,7 @@ pub async fn run(ctx: &Ctx, args: &CallsArgs) -> Result<Report> {
 
 async fn worker(
     dialer: Dialer,
+    peer_dialer: Dialer,
     prefix: String,
     p: Arc<Payloads>,
     measure_from: Instant,
@@ -141,7 +143,8 @@ async fn worker(
         let a = format!("{prefix}{i}a");
         let b = format!("{prefix}{i}b");
         i += 1;
-        let result = tokio::time::timeout(CYCLE_TIMEOUT, cycle(&dialer, &a, &b, &p)).await;
+        let result =
+            tokio::time::timeout(CYCLE_TIMEOUT, cycle(&dialer, &peer_dialer, &a, &b, &p)).await;
         let done = Instant::now();
         let failed = !matches!(result, Ok(Ok(_)));
         if let Ok(mut s) = stats.lock() {
@@ -171,19 +174,28 @@ async fn worker(
 }
 
 /// One call, connect to close; returns the setup time (connect to all candidates in).
-async fn cycle(dialer: &Dialer, a_name: &str, b_name: &str, p: &Payloads) -> Result<Duration> {
+/// The caller connects through `dialer`, the callee through `peer_dialer`.
+async fn cycle(
+    dialer: &Dialer,
+    peer_dialer: &Dialer,
+    a_name: &str,
+    b_name: &str,
+    p: &Payloads,
+) -> Result<Duration> {
     let t0 = Instant::now();
     let deadline = t0 + CYCLE_TIMEOUT;
-    let connect_login = |name: &str| {
-        let name = name.to_owned();
+    let connect_login = |dialer: &Dialer, name: &str| {
+        let (dialer, name) = (dialer.clone(), name.to_owned());
         async move {
             let mut ws = dialer.connect().await?;
             let seen = wire::login_as(&mut ws, &name, deadline).await?;
             anyhow::Ok((ws, seen))
         }
     };
-    let ((mut a, mut seen_a), (mut b, mut seen_b)) =
-        tokio::try_join!(connect_login(a_name), connect_login(b_name))?;
+    let ((mut a, mut seen_a), (mut b, mut seen_b)) = tokio::try_join!(
+        connect_login(dialer, a_name),
+        connect_login(peer_dialer, b_name)
+    )?;
     let n = p.candidates.len();
     wire::send(&mut a, wire::offer(b_name, &p.offer_sdp)).await?;
     let callee = async {

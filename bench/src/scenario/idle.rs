@@ -32,9 +32,9 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> Result<Report> {
     report.param("concurrency", args.concurrency as u64);
     report.param("hold_s", hold.as_secs_f64());
 
-    let rss_before = ctx.server_pid.map(procstat::process_rss).transpose()?;
+    let rss_before = server_rss(&ctx.server_pids)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let s0 = Snapshot::take(ctx.server_pid);
+    let s0 = Snapshot::take(&ctx.server_pids);
     let start = Instant::now();
     let deadline = start + timeout;
     let prefix = format!("i{}n", ctx.run_id);
@@ -42,9 +42,15 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> Result<Report> {
     let mut logins = stream::iter(0..n)
         .map(|i| {
             let name = format!("{prefix}{i}");
+            // With --placement cross, every second connection goes to --peer-url.
+            let dialer = if i % 2 == 0 {
+                &ctx.dialer
+            } else {
+                &ctx.peer_dialer
+            };
             async move {
                 let t = Instant::now();
-                let mut ws = tokio::time::timeout_at(deadline, ctx.dialer.connect())
+                let mut ws = tokio::time::timeout_at(deadline, dialer.connect())
                     .await
                     .map_err(|_| anyhow::anyhow!("timed out connecting"))??;
                 let seen = wire::login_as(&mut ws, &name, deadline).await?;
@@ -69,10 +75,10 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> Result<Report> {
     }
     drop(logins);
     let login_time = start.elapsed();
-    let s1 = Snapshot::take(ctx.server_pid);
+    let s1 = Snapshot::take(&ctx.server_pids);
 
     tokio::time::sleep(hold).await;
-    let rss_after = ctx.server_pid.map(procstat::process_rss).transpose()?;
+    let rss_after = server_rss(&ctx.server_pids)?;
     let _ = stop_tx.send(true);
     let mut dropped = 0u64;
     for h in holders {
@@ -138,4 +144,16 @@ async fn hold_idle(mut ws: Ws, mut stop: watch::Receiver<bool>) -> bool {
             }
         }
     }
+}
+
+/// VmRSS of all server processes together; `None` without server PIDs.
+fn server_rss(pids: &[u32]) -> Result<Option<u64>> {
+    if pids.is_empty() {
+        return Ok(None);
+    }
+    let mut sum = 0;
+    for &p in pids {
+        sum += procstat::process_rss(p)?;
+    }
+    Ok(Some(sum))
 }

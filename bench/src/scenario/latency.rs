@@ -58,6 +58,7 @@ pub async fn run(ctx: &Ctx, args: &LatencyArgs) -> Result<Report> {
 
     let pairs = pairs::setup(
         &ctx.dialer,
+        &ctx.peer_dialer,
         &format!("l{}", ctx.run_id),
         p,
         64,
@@ -93,7 +94,7 @@ pub async fn run(ctx: &Ctx, args: &LatencyArgs) -> Result<Report> {
     let n_senders = senders.len() as u64;
     let mut lag = histogram();
     let mut send_errors = ErrorLog::default();
-    let mut s0 = Snapshot::take(ctx.server_pid);
+    let mut s0 = Snapshot::take(&ctx.server_pids);
     let mut recv0 = 0;
     let mut k = 0u64;
     let timer = Timer::new()?;
@@ -101,7 +102,7 @@ pub async fn run(ctx: &Ctx, args: &LatencyArgs) -> Result<Report> {
         let now = start.elapsed().as_nanos() as u64;
         while k < total && sched(k) <= now {
             if k == warm_total {
-                s0 = Snapshot::take(ctx.server_pid);
+                s0 = Snapshot::take(&ctx.server_pids);
                 recv0 = counters.received.load(Relaxed);
             }
             let (sink, tmpl) = &mut senders[(k % n_senders) as usize];
@@ -126,7 +127,7 @@ pub async fn run(ctx: &Ctx, args: &LatencyArgs) -> Result<Report> {
             tokio::task::yield_now().await;
         }
     }
-    let s1 = Snapshot::take(ctx.server_pid);
+    let s1 = Snapshot::take(&ctx.server_pids);
     let recv1 = counters.received.load(Relaxed);
     let sent = k;
     let sent_window = sent.saturating_sub(warm_total);

@@ -44,6 +44,7 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Report> {
 
     let pairs = pairs::setup(
         &ctx.dialer,
+        &ctx.peer_dialer,
         &format!("t{}", ctx.run_id),
         p,
         64,
@@ -67,9 +68,9 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Report> {
 
     tokio::time::sleep_until(measure_from).await;
     let (m0, b0) = (counters.msgs.load(Relaxed), counters.bytes.load(Relaxed));
-    let s0 = Snapshot::take(ctx.server_pid);
+    let s0 = Snapshot::take(&ctx.server_pids);
     tokio::time::sleep_until(end).await;
-    let s1 = Snapshot::take(ctx.server_pid);
+    let s1 = Snapshot::take(&ctx.server_pids);
     let (m1, b1) = (counters.msgs.load(Relaxed), counters.bytes.load(Relaxed));
 
     let mut errors = ErrorLog::default();
