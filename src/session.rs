@@ -658,7 +658,11 @@ impl Session {
                 if new_call {
                     info!(id = self.id, from = %me_name, %to, "calling");
                 }
-                if kind == SignalKind::Answer && matches!(self.call, Call::Ringing { .. }) {
+                // Answering settles the call from either state: `Ringing` (we were called)
+                // or `Calling` (glare: both offered, and we answer the peer's offer).
+                if kind == SignalKind::Answer
+                    && matches!(self.call, Call::Ringing { .. } | Call::Calling { .. })
+                {
                     info!(id = self.id, name = %me_name, peer = %to, "call answered");
                     self.set_call(Call::Connected { peer: to });
                 }

@@ -213,7 +213,8 @@ macro_rules! across_nodes {
         async fn $case() {
             logs();
             let redis = RedisServer::start().await;
-            let mut cluster = Cluster::redis(3, &redis.url(), |_| {}).await;
+            let mut cluster =
+                Cluster::redis(3, &redis.url(), |c| c.ring_timeout = cases::RING_TIMEOUT).await;
             cases::$case(&cluster).await;
             cluster.shutdown().await;
         }
@@ -230,6 +231,7 @@ across_nodes!(
     close_during_call,
     decline_cancel_and_leave_without_name,
     second_login_refused,
+    glare_settles_into_a_call,
     login_race,
     candidates_in_order,
     presence,

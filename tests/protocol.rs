@@ -15,7 +15,7 @@ macro_rules! on_one_node {
     ($($case:ident),* $(,)?) => {$(
         #[tokio::test]
         async fn $case() {
-            let mut cluster = Cluster::single(|_| {}).await;
+            let mut cluster = Cluster::single(|c| c.ring_timeout = cases::RING_TIMEOUT).await;
             cases::$case(&cluster).await;
             cluster.shutdown().await;
         }
@@ -32,6 +32,7 @@ on_one_node!(
     close_during_call,
     decline_cancel_and_leave_without_name,
     second_login_refused,
+    glare_settles_into_a_call,
     login_race,
     candidates_in_order,
     presence,

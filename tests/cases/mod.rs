@@ -11,6 +11,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::*;
 
+/// The ring timeout the cases run with: short, so that a call wrongly left ringing shows
+/// up as an unexpected `leave` within a case.
+pub const RING_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The seed tutorial's whole flow, message for message.
 pub async fn seed_flow(c: &Cluster) {
     let mut a = c.user(0, "alice").await;
@@ -297,6 +301,29 @@ pub async fn decline_cancel_and_leave_without_name(c: &Cluster) {
 
     a.send(json!({"type": "leave"})).await;
     assert_eq!(a.recv_type("error").await["code"], "not-in-call");
+}
+
+/// Glare: both call each other at once; one answers the other's offer. The call is then
+/// established on both sides and does not ring out.
+pub async fn glare_settles_into_a_call(c: &Cluster) {
+    let mut a = c.user(0, "alice-g").await;
+    let mut b = c.user(1, "bob-g").await;
+    // bob-g's offer is in first (it rings at alice-g's), then alice-g's crosses it.
+    b.send(json!({"type": "offer", "name": "alice-g", "offer": offer_payload()}))
+        .await;
+    assert_eq!(a.recv_type("offer").await["name"], "bob-g");
+    a.send(json!({"type": "offer", "name": "bob-g", "offer": offer_payload()}))
+        .await;
+    assert_eq!(b.recv_type("offer").await["name"], "alice-g");
+    // The later name (bob-g) answers alice-g's offer and drops its own.
+    b.send(json!({"type": "answer", "name": "alice-g", "answer": answer_payload()}))
+        .await;
+    assert_eq!(a.recv_type("answer").await["name"], "bob-g");
+    // Longer than the ring timeout the cluster runs with: nothing ends the call.
+    a.silent_for(Duration::from_millis(1500)).await;
+    b.silent_for(Duration::from_millis(10)).await;
+    a.send(json!({"type": "leave"})).await;
+    assert_eq!(b.recv_type("leave").await["reason"], "hangup");
 }
 
 pub async fn second_login_refused(c: &Cluster) {
