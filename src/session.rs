@@ -48,6 +48,11 @@ mod close_code {
 /// load without letting one busy sender starve the client's own frames for long.
 const INBOX_BATCH: usize = 256;
 
+/// How long closing may spend writing the close frame, and then waiting for the client's
+/// reply.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_millis(500);
+const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Capacity of the outgoing frame list kept between writes; more is given back.
 const OUT_KEEP: usize = 16;
 
@@ -308,19 +313,45 @@ impl Session {
             }
         };
 
-        if let Some(frame) = end.close_frame() {
-            // Best effort: the client may be gone or not reading.
-            self.out.clear();
-            self.out.push(Message::Close(Some(frame)));
-            // Boxed: this rare path would otherwise add its timer and write state to every
-            // idle connection's future.
-            let _ = Box::pin(timeout(
-                Duration::from_millis(500),
-                self.flush_plain(socket),
-            ))
-            .await;
-        }
+        // Boxed: this rare path would otherwise add its timers and I/O state to every idle
+        // connection's future.
+        Box::pin(self.close(socket, end)).await;
         end
+    }
+
+    /// Completes the WebSocket closing handshake, best effort: the client may be gone or
+    /// not reading.
+    async fn close<S, E>(&mut self, socket: &mut S, end: End)
+    where
+        S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
+    {
+        let Some(frame) = end.close_frame() else {
+            if end == End::ClientClosed {
+                // tungstenite queued the reply to the client's close; send it, or the
+                // client sees an abnormal closure (1006) instead of its own code.
+                let _ = timeout(CLOSE_WRITE_TIMEOUT, socket.flush()).await;
+            }
+            return;
+        };
+        self.out.clear();
+        self.out.push(Message::Close(Some(frame)));
+        if timeout(CLOSE_WRITE_TIMEOUT, self.flush_plain(socket))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        // Read (and drop) until the client answers the close. Closing a socket with unread
+        // input makes the kernel send a reset, and the client would lose the frames sent
+        // just before, our close frame included.
+        let _ = timeout(CLOSE_DRAIN_TIMEOUT, async {
+            while let Some(Ok(message)) = socket.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 
     /// Why `kick` was cancelled.
