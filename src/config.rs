@@ -125,6 +125,27 @@ pub struct Config {
 }
 
 impl Config {
+    /// Rejects settings that parse but cannot work, with a message naming the option.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::bail;
+        if self.ping_interval.is_zero() {
+            bail!("--ping-interval must be longer than 0s");
+        }
+        if self.pong_timeout.is_zero() {
+            bail!("--pong-timeout must be longer than 0s");
+        }
+        if !self.rate_limit.is_finite() || self.rate_limit < 0.0 {
+            bail!("--rate-limit must be a number of messages per second, 0 or more (0 = off)");
+        }
+        if self.queue_capacity == 0 {
+            bail!("--queue-capacity must be at least 1");
+        }
+        if self.max_message_size < 1024 {
+            bail!("--max-message-size must be at least 1024 bytes (an SDP offer is several KB)");
+        }
+        Ok(())
+    }
+
     /// The defaults, as if no option were given (handy in tests).
     pub fn default_for(listen: SocketAddr) -> Config {
         let mut config = Config::parse_from(["duet"]);

@@ -32,7 +32,7 @@ use std::sync::atomic::AtomicU64;
 
 use axum::extract::{ConnectInfo, Request};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -62,12 +62,17 @@ pub async fn registry_for(config: &Config) -> anyhow::Result<Registry> {
 /// How long a client gets to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long a connection may take to send a request's headers (also the idle limit of a
+/// keep-alive connection between requests).
+const HTTP_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves duet on `listener` until `shutdown` completes.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    config.validate()?;
     config.ice.validate()?;
     // Loaded before anything listens so a bad certificate path fails startup; `load`
     // logs the certificate's path and SHA-256 fingerprint for users to compare.
@@ -93,7 +98,15 @@ pub async fn run(
     let sessions = state.sessions.clone();
     let app = http::router(state);
     let connections = TaskTracker::new();
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    // Without a timer hyper never times out a request that does not arrive, so idle or
+    // trickling TCP connections (which do not count towards --max-connections until they
+    // become WebSockets) could pile up without limit.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HTTP_HEADER_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
 
     let scheme = if tls.is_some() { "https" } else { "http" };
     info!(addr = %listener.local_addr()?, scheme, "duet listening");
@@ -125,7 +138,17 @@ pub async fn run(
         let acceptor = acceptor.clone();
         connections.spawn(async move {
             let stream = match acceptor {
-                None => Either::Left(stream),
+                // hyper's header timeout starts with the first byte; a connection that
+                // never sends one is dropped here.
+                None => {
+                    match tokio::time::timeout(HTTP_HEADER_TIMEOUT, stream.peek(&mut [0])).await {
+                        Ok(Ok(1)) => Either::Left(stream),
+                        _ => {
+                            debug!(%addr, "no request within {HTTP_HEADER_TIMEOUT:?}; closing");
+                            return;
+                        }
+                    }
+                }
                 // The handshake runs in this task, not in the accept loop, and has a deadline:
                 // a client that stalls it (or a browser that rejects the certificate and hangs
                 // up) costs one task for a while, never the other users' connections.
@@ -188,6 +211,24 @@ pub async fn run(
     registry.shutdown().await;
     info!("duet stopped");
     Ok(())
+}
+
+/// Listen backlog requested; the kernel caps it at `net.core.somaxconn`. Large, because
+/// after a restart every client reconnects at once.
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// Binds the listening socket, with a backlog that lets `net.core.somaxconn` decide
+/// (`TcpListener::bind` fixes it at 1024).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // Restart without waiting for TIME_WAIT connections of the previous process.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

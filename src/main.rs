@@ -1,6 +1,5 @@
 use anyhow::Context as _;
 use clap::Parser;
-use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
@@ -26,8 +25,7 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(async {
-        let listener = TcpListener::bind(config.listen)
-            .await
+        let listener = duet::bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         duet::run(config, listener, duet::shutdown_signal()).await
     })

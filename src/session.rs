@@ -279,7 +279,11 @@ impl Session {
                                 );
                             }
                         }
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        // Pings cost a reply: they count against the rate limit too.
+                        Some(Ok(Message::Ping(_))) => {
+                            self.rate_ok(now);
+                        }
+                        Some(Ok(Message::Pong(_))) => {}
                         Some(Ok(Message::Close(_))) | None => break End::ClientClosed,
                         Some(Err(e)) => {
                             if is_too_big(&e) {
