@@ -551,11 +551,14 @@ impl Session {
             }
         }
         let limit = self.ctx.config.presence_limit;
-        let roster = if limit > 0 {
+        let mut roster = if limit > 0 {
             self.ctx.registry.roster(&name, limit).await
         } else {
             Default::default()
         };
+        // The flag means "this list is not the whole picture and no updates will follow":
+        // presence is off above the limit (the rule `announce` applies), or altogether.
+        roster.truncated |= limit == 0 || self.ctx.registry.online_count() > limit;
         let ice = self.ctx.ice.servers_for(&name);
         self.push(protocol::login_ok_frame(
             &name,

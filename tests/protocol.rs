@@ -309,3 +309,26 @@ async fn the_server_answers_a_client_close() {
     // just dropping (1006).
     assert_eq!(a.closed().await, Some(1000));
 }
+
+#[tokio::test]
+async fn presence_turns_off_above_the_limit_and_says_so() {
+    let cluster = Cluster::single(|c| c.presence_limit = 2).await;
+    let mut a = cluster.client(0).await;
+    let reply = a.login("p1").await;
+    assert_eq!(reply["usersTruncated"], false, "{reply}");
+    let mut b = cluster.client(0).await;
+    let reply = b.login("p2").await;
+    assert_eq!(reply["users"], json!(["p1"]));
+    assert_eq!(
+        reply["usersTruncated"], false,
+        "two online, limit two: {reply}"
+    );
+    assert_eq!(a.recv_type("presence").await["name"], "p2");
+    // A third user: presence is off from now on, and the newcomer is told so.
+    let mut c = cluster.client(0).await;
+    let reply = c.login("p3").await;
+    assert_eq!(reply["usersTruncated"], true, "{reply}");
+    assert_eq!(reply["users"].as_array().map(Vec::len), Some(2));
+    let got = tokio::time::timeout(Duration::from_millis(300), a.next_json()).await;
+    assert!(got.is_err(), "no presence above the limit, got {got:?}");
+}
