@@ -274,6 +274,18 @@ async fn killed_node_frees_names_and_peers_hear_leave() {
         "leave after {:?}",
         killed.elapsed()
     );
+    // Its users are announced offline too, so online lists do not keep them for good.
+    let mut offline = std::collections::BTreeSet::new();
+    while offline.len() < 2 {
+        let p = recv_type_within(&mut alice, "presence", Duration::from_secs(2)).await;
+        if p["online"] == false {
+            offline.insert(p["name"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    assert_eq!(
+        offline.into_iter().collect::<Vec<_>>(),
+        ["k-bob", "k-carol"]
+    );
 
     // The dead node's names expired with its lease (before the watchdog could notice).
     assert_eq!(probe.login("k-carol").await["success"], true);

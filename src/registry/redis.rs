@@ -232,6 +232,9 @@ struct Local {
     links: HashMap<Name, VecDeque<(Name, Arc<str>)>>,
     /// Names released while Redis was unreachable; the heartbeat frees them.
     unreleased: HashSet<Name>,
+    /// Remote users seen coming online through presence, by node: when a node dies
+    /// without announcing its users' departure, they are announced offline from here.
+    remote_present: HashMap<Arc<str>, HashSet<Name>>,
 }
 
 impl RedisRegistry {
@@ -676,6 +679,7 @@ impl Inner {
                 .values()
                 .flatten()
                 .map(|(_, node)| node.clone())
+                .chain(local.remote_present.keys().cloned())
                 .collect();
             (
                 local.users.keys().cloned().collect::<Vec<_>>(),
@@ -822,6 +826,15 @@ impl Inner {
                 let _ = mailbox.deliver(peer_left(&peer));
             }
         }
+        let departed: Vec<Name> = dead
+            .iter()
+            .filter_map(|node| local.remote_present.remove(node))
+            .flatten()
+            .collect();
+        drop(local);
+        for name in departed {
+            self.present(&name, false);
+        }
     }
 
     /// Keeps this node subscribed to its channel and to presence, reconnecting with backoff.
@@ -912,6 +925,22 @@ impl Inner {
                 name,
                 online,
             } => {
+                if *origin != *self.node {
+                    let mut local = self.local();
+                    let node: Arc<str> = origin.as_str().into();
+                    if online {
+                        local
+                            .remote_present
+                            .entry(node)
+                            .or_default()
+                            .insert(name.clone());
+                    } else if let Some(names) = local.remote_present.get_mut(&node) {
+                        names.remove(&name);
+                        if names.is_empty() {
+                            local.remote_present.remove(&node);
+                        }
+                    }
+                }
                 // Our own announcements were delivered here already.
                 if *origin != *self.node
                     && self.presence_limit > 0
