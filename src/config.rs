@@ -48,6 +48,18 @@ pub struct Config {
     #[arg(long, env = "DUET_PONG_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub pong_timeout: Duration,
 
+    /// Web origins allowed to open the signaling WebSocket, e.g. https://call.example.org
+    /// (repeatable). Browsers send their page's origin; other origins get 403. Clients
+    /// that send no Origin (not browsers) are always allowed. Default: any origin, as the
+    /// seed's server did; set it on a public server so that other sites' pages cannot
+    /// use it (and its TURN credentials).
+    #[arg(
+        long = "allowed-origin",
+        env = "DUET_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
     /// Worker threads; 0 means one per CPU core available to the process. One thread is
     /// the cheapest per message at moderate load (no cross-thread wake-ups); more threads
     /// carry more load.

@@ -62,7 +62,7 @@ async fn root(
 ) -> Response {
     if wants_websocket(&headers) {
         return match ws {
-            Ok(ws) => upgrade(state, ws, addr),
+            Ok(ws) => upgrade(state, ws, addr, &headers),
             Err(rejection) => rejection.into_response(),
         };
     }
@@ -98,13 +98,43 @@ fn html(body: Vec<u8>) -> Response {
 async fn websocket(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    upgrade(state, ws, addr)
+    upgrade(state, ws, addr, &headers)
 }
 
-fn upgrade(state: AppState, ws: WebSocketUpgrade, addr: SocketAddr) -> Response {
+/// Whether a WebSocket upgrade's `Origin` is allowed by `--allowed-origin`.
+fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    match headers.get(header::ORIGIN) {
+        // Not a browser: origins protect browser users from other sites' pages.
+        None => true,
+        Some(origin) => origin.to_str().is_ok_and(|origin| {
+            allowed
+                .iter()
+                .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+        }),
+    }
+}
+
+fn upgrade(
+    state: AppState,
+    ws: WebSocketUpgrade,
+    addr: SocketAddr,
+    headers: &HeaderMap,
+) -> Response {
     let ctx = state.ctx.clone();
+    if !origin_allowed(&ctx.config.allowed_origins, headers) {
+        debug!(%addr, origin = ?headers.get(header::ORIGIN), "websocket refused: origin not allowed");
+        return (
+            StatusCode::FORBIDDEN,
+            "This page's origin may not use this duet server (see --allowed-origin).\n",
+        )
+            .into_response();
+    }
     let metrics = ctx.metrics.clone();
     // Count the connection before the upgrade completes, so racing upgrades cannot
     // overshoot the limit.

@@ -332,3 +332,29 @@ async fn presence_turns_off_above_the_limit_and_says_so() {
     let got = tokio::time::timeout(Duration::from_millis(300), a.next_json()).await;
     assert!(got.is_err(), "no presence above the limit, got {got:?}");
 }
+
+#[tokio::test]
+async fn allowed_origins_restrict_browsers_only() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let server =
+        Server::start(|c| c.allowed_origins = vec!["https://call.example.org".into()]).await;
+    let with_origin = |origin: &str| {
+        let mut request = server.url("/ws").into_client_request().expect("request");
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().expect("header"));
+        request
+    };
+    match tokio_tungstenite::connect_async(with_origin("https://evil.example")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
+    assert!(
+        tokio_tungstenite::connect_async(with_origin("https://call.example.org"))
+            .await
+            .is_ok()
+    );
+    // No Origin: not a browser, allowed (the seed's Node clients send none).
+    let mut a = Client::connect(&server.url("/")).await;
+    assert_eq!(a.login("originless").await["success"], true);
+}
