@@ -63,8 +63,14 @@ impl Metrics {
         );
         let in_call = self.sessions_in_call.load(Relaxed);
         gauge(
+            "duet_users_in_call",
+            "Users on this node in an answered call.",
+            in_call,
+        );
+        gauge(
             "duet_calls_in_progress",
-            "Answered calls with at least one side on this node.",
+            "Answered calls: users in a call on this node, halved and rounded up (exact on a \
+             single node; in a cluster, sum duet_users_in_call over nodes and halve).",
             (in_call + 1) / 2,
         );
         if let Some((name, up)) = backend {

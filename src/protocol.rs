@@ -36,6 +36,16 @@ impl Name {
         if trimmed.chars().any(char::is_control) {
             return Err(NameError::ControlCharacter);
         }
+        // Direction overrides let "alice\u{202e}ecila" pose as another name.
+        if trimmed.chars().any(is_bidi_control) {
+            return Err(NameError::DirectionControl);
+        }
+        if trimmed
+            .chars()
+            .all(|c| c.is_whitespace() || is_invisible(c))
+        {
+            return Err(NameError::Invisible);
+        }
         Ok(Name(Arc::from(trimmed)))
     }
 
@@ -62,6 +72,20 @@ impl Serialize for Name {
     }
 }
 
+/// Unicode's explicit direction embeddings, overrides and isolates, and the marks.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that draw nothing (zero-width spaces and joiners, soft hyphen, BOM...). They
+/// are fine inside a name (emoji sequences use the zero-width joiner) but not as all of it.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}' | '\u{034F}' | '\u{180E}' | '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}'
+    )
+}
+
 /// Why a login name was refused; shown to the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -71,6 +95,10 @@ pub enum NameError {
     TooLong,
     #[error("The name contains control characters; use letters, digits, spaces or symbols.")]
     ControlCharacter,
+    #[error("The name contains text-direction controls; remove them.")]
+    DirectionControl,
+    #[error("The name has no visible characters; type a name.")]
+    Invisible,
     #[error("The name must be a JSON string.")]
     NotAString,
 }
@@ -579,6 +607,13 @@ mod tests {
         assert_eq!(Name::parse(&"x".repeat(65)), Err(NameError::TooLong));
         assert_eq!(Name::parse("a\u{7}b"), Err(NameError::ControlCharacter));
         assert!(Name::parse("李雷 🎥").is_ok());
+        assert!(Name::parse("👩\u{200D}💻 dev").is_ok());
+        assert_eq!(Name::parse("\u{200B}"), Err(NameError::Invisible));
+        assert_eq!(Name::parse(" \u{200B}\u{FEFF} "), Err(NameError::Invisible));
+        assert_eq!(
+            Name::parse("bob\u{202E}ecila"),
+            Err(NameError::DirectionControl)
+        );
     }
 
     #[test]

@@ -244,9 +244,6 @@ export class App {
     switch (m.type) {
       case 'login':
         return this.#onLogin(m);
-      case 'users':
-        if (Array.isArray(m.users)) this.#setUsers(m.users, !!(m.truncated ?? m.usersTruncated));
-        return;
       case 'presence':
         return this.#onPresence(m);
       case 'offer':
