@@ -60,9 +60,9 @@ pub struct Config {
     )]
     pub allowed_origins: Vec<String>,
 
-    /// Worker threads; 0 means one per CPU core available to the process. One thread is
-    /// the cheapest per message at moderate load (no cross-thread wake-ups); more threads
-    /// carry more load.
+    /// Worker threads; 0 means one per CPU core available to the process. With one
+    /// thread (given, or the only core) duet runs tokio's single-threaded scheduler, the
+    /// cheapest per message; more threads carry more TLS handshakes and TURN relaying.
     #[arg(long, env = "DUET_THREADS", default_value_t = 0)]
     pub threads: usize,
 

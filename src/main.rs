@@ -10,10 +10,16 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     // One thread: tokio's current-thread scheduler, which skips the work-stealing
-    // machinery entirely.
-    let mut runtime = match config.threads {
+    // machinery entirely (measured on one core: 167k relayed messages/s against 138k for
+    // the multi-thread scheduler with one worker; docs/benchmarks.md).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = if config.threads == 0 {
+        cores
+    } else {
+        config.threads
+    };
+    let mut runtime = match threads {
         1 => tokio::runtime::Builder::new_current_thread(),
-        0 => tokio::runtime::Builder::new_multi_thread(),
         n => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             builder.worker_threads(n);
