@@ -221,21 +221,7 @@ macro_rules! across_nodes {
     )*};
 }
 
-across_nodes!(
-    seed_flow,
-    bad_input_gets_errors,
-    nothing_relayed_before_login,
-    offline_targets_get_errors,
-    busy_and_renegotiation,
-    strangers_cannot_interfere,
-    close_during_call,
-    decline_cancel_and_leave_without_name,
-    second_login_refused,
-    glare_settles_into_a_call,
-    login_race,
-    candidates_in_order,
-    presence,
-);
+cases::all_cases!(across_nodes);
 
 #[tokio::test]
 async fn killed_node_frees_names_and_peers_hear_leave() {

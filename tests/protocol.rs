@@ -22,21 +22,7 @@ macro_rules! on_one_node {
     )*};
 }
 
-on_one_node!(
-    seed_flow,
-    bad_input_gets_errors,
-    nothing_relayed_before_login,
-    offline_targets_get_errors,
-    busy_and_renegotiation,
-    strangers_cannot_interfere,
-    close_during_call,
-    decline_cancel_and_leave_without_name,
-    second_login_refused,
-    glare_settles_into_a_call,
-    login_race,
-    candidates_in_order,
-    presence,
-);
+cases::all_cases!(on_one_node);
 
 #[tokio::test]
 async fn http_routes() {

@@ -11,6 +11,29 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::*;
 
+/// Calls `$run!` with the name of every case, so that each deployment runs all of them
+/// and a new case cannot be forgotten in one of the lists.
+macro_rules! all_cases {
+    ($run:ident) => {
+        $run!(
+            seed_flow,
+            bad_input_gets_errors,
+            nothing_relayed_before_login,
+            offline_targets_get_errors,
+            busy_and_renegotiation,
+            strangers_cannot_interfere,
+            close_during_call,
+            decline_cancel_and_leave_without_name,
+            second_login_refused,
+            glare_settles_into_a_call,
+            login_race,
+            candidates_in_order,
+            presence,
+        );
+    };
+}
+pub(crate) use all_cases;
+
 /// The ring timeout the cases run with: short, so that a call wrongly left ringing shows
 /// up as an unexpected `leave` within a case.
 pub const RING_TIMEOUT: Duration = Duration::from_secs(1);
