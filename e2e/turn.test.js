@@ -100,7 +100,13 @@ async function relayOnlyCall(server, tag) {
     await Promise.all([waitCallState(alice.page, 'connected'), waitCallState(bob.page, 'connected')]);
     const timing = { callerMs: a - t0, calleeMs: b - t0 };
     for (const user of [alice, bob]) {
-      const pair = await selectedPair(user.page);
+      // Media can flow while the selected pair's check still reads 'in-progress' for a
+      // moment (seen in CI): wait for it to settle before asserting.
+      let pair = await selectedPair(user.page);
+      for (const deadline = Date.now() + 10_000; pair?.state !== 'succeeded' && Date.now() < deadline; ) {
+        await sleep(100);
+        pair = await selectedPair(user.page);
+      }
       assert.ok(pair, `${user.name}: no selected candidate pair`);
       assert.equal(pair.state, 'succeeded', `${user.name}: ${JSON.stringify(pair)}`);
       assert.equal(pair.local, 'relay', `${user.name}: local candidate is not relay: ${JSON.stringify(pair)}`);
