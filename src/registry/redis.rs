@@ -466,15 +466,7 @@ impl RedisRegistry {
         let channel = inner.presence_channel();
         let payload = wire::encode_presence(&inner.node, name, online);
         // Presence is best-effort, as on one node: a failure only costs an update.
-        let _ = inner
-            .call("publish presence", |mut c| async move {
-                ::redis::cmd("PUBLISH")
-                    .arg(channel)
-                    .arg(payload)
-                    .query_async::<i64>(&mut c)
-                    .await
-            })
-            .await;
+        let _ = inner.publish("publish presence", channel, payload).await;
     }
 
     /// Users online on every live node (the other nodes' count is as of the last heartbeat).
@@ -564,6 +556,23 @@ impl Inner {
 
     /// Runs one Redis call on the command connection, within [`Inner::op_timeout`]. Fails
     /// at once while Redis is known to be unreachable.
+    /// `PUBLISH channel payload`; returns how many subscribers received it.
+    async fn publish(
+        &self,
+        what: &'static str,
+        channel: String,
+        payload: Vec<u8>,
+    ) -> Result<i64, String> {
+        self.call(what, |mut c| async move {
+            ::redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async::<i64>(&mut c)
+                .await
+        })
+        .await
+    }
+
     async fn call<T, F, Fut>(&self, what: &'static str, f: F) -> Result<T, String>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
@@ -989,15 +998,7 @@ impl Inner {
         let channel = format!("{}to:{}", self.prefix, origin);
         let this = self.clone();
         self.tasks.spawn(async move {
-            let _ = this
-                .call("bounce", |mut c| async move {
-                    ::redis::cmd("PUBLISH")
-                        .arg(channel)
-                        .arg(payload)
-                        .query_async::<i64>(&mut c)
-                        .await
-                })
-                .await;
+            let _ = this.publish("bounce", channel, payload).await;
         });
     }
 
