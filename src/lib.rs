@@ -11,6 +11,7 @@
 //! - [`tls`]: HTTPS/WSS: certificate files or a stored self-signed certificate.
 //! - [`http`]: routes: web client, WebSocket, health, metrics.
 //! - [`metrics`]: Prometheus counters.
+//! - [`presence`]: the presence policy (who-is-online updates on or off).
 //!
 //! [`run`] is the whole server: it accepts connections until `shutdown` resolves, then
 //! closes every WebSocket with 1001 and returns.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod http;
 pub mod ice;
 pub mod metrics;
+pub mod presence;
 pub mod protocol;
 pub mod registry;
 pub mod session;
@@ -45,6 +47,7 @@ use tracing::{debug, info, warn};
 pub use config::Config;
 
 use crate::http::AppState;
+use crate::presence::Presence;
 use crate::registry::Registry;
 use crate::registry::memory::MemoryRegistry;
 use crate::registry::redis::RedisRegistry;
@@ -55,7 +58,9 @@ use crate::session::Context;
 pub async fn registry_for(config: &Config) -> anyhow::Result<Registry> {
     match &config.redis_url {
         Some(url) => Ok(Registry::Redis(RedisRegistry::start(url, config).await?)),
-        None => Ok(Registry::Memory(MemoryRegistry::new())),
+        None => Ok(Registry::Memory(MemoryRegistry::new(Presence::new(
+            config.presence_limit,
+        )))),
     }
 }
 

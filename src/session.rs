@@ -436,10 +436,7 @@ impl Session {
             };
             let _ = self.ctx.registry.send(&peer, event).await;
         }
-        self.ctx
-            .registry
-            .announce(&me.name, false, self.ctx.config.presence_limit)
-            .await;
+        self.ctx.registry.announce(&me.name, false).await;
         info!(id = self.id, name = %me.name, ?end, "logged out");
     }
 
@@ -481,6 +478,11 @@ impl Session {
                 self.ctx.metrics.sessions_in_call.fetch_sub(1, Relaxed);
             }
             _ => {}
+        }
+        if let Some(me) = &self.me
+            && self.call.peer() != call.peer()
+        {
+            self.ctx.registry.set_peer(&me.name, call.peer());
         }
         self.call = call;
     }
@@ -550,15 +552,7 @@ impl Session {
                 return;
             }
         }
-        let limit = self.ctx.config.presence_limit;
-        let mut roster = if limit > 0 {
-            self.ctx.registry.roster(&name, limit).await
-        } else {
-            Default::default()
-        };
-        // The flag means "this list is not the whole picture and no updates will follow":
-        // presence is off above the limit (the rule `announce` applies), or altogether.
-        roster.truncated |= limit == 0 || self.ctx.registry.online_count() > limit;
+        let roster = self.ctx.registry.roster(&name).await;
         let ice = self.ctx.ice.servers_for(&name);
         self.push(protocol::login_ok_frame(
             &name,
@@ -566,7 +560,7 @@ impl Session {
             &roster.users,
             roster.truncated,
         ));
-        self.ctx.registry.announce(&name, true, limit).await;
+        self.ctx.registry.announce(&name, true).await;
         self.ctx.metrics.logins_total.fetch_add(1, Relaxed);
         info!(id = self.id, %name, "logged in");
         self.me = Some(Me {
@@ -1001,9 +995,10 @@ mod tests {
     fn context() -> Arc<Context> {
         let mut config = Config::default_for("127.0.0.1:0".parse().expect("addr"));
         config.rate_limit = 0.0;
+        let presence = crate::presence::Presence::new(config.presence_limit);
         Arc::new(Context {
             config,
-            registry: Registry::Memory(MemoryRegistry::new()),
+            registry: Registry::Memory(MemoryRegistry::new(presence)),
             metrics: Default::default(),
             ice: Default::default(),
             shutdown: CancellationToken::new(),

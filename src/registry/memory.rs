@@ -10,16 +10,25 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use axum::extract::ws::Utf8Bytes;
 
 use super::{ClaimError, DeliverError, Event, Mailbox, Roster, SendError};
+use crate::presence::Presence;
 use crate::protocol::{Name, presence_frame};
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryRegistry {
     users: Arc<Mutex<HashMap<Name, Mailbox>>>,
+    presence: Presence,
 }
 
 impl MemoryRegistry {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(presence: Presence) -> Self {
+        MemoryRegistry {
+            users: Default::default(),
+            presence,
+        }
+    }
+
+    pub fn presence(&self) -> Presence {
+        self.presence
     }
 
     fn users(&self) -> MutexGuard<'_, HashMap<Name, Mailbox>> {
@@ -71,11 +80,9 @@ impl MemoryRegistry {
         roster
     }
 
-    pub fn announce(&self, name: &Name, online: bool, limit: usize) {
+    /// Delivers the update to every user but `name` (the caller applied the policy).
+    pub fn announce(&self, name: &Name, online: bool) {
         let users = self.users();
-        if limit == 0 || users.len() > limit {
-            return;
-        }
         let frame = Utf8Bytes::from(presence_frame(name, online));
         for (other, mailbox) in users.iter() {
             if other != name {

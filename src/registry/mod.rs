@@ -11,6 +11,7 @@ pub mod redis;
 use axum::extract::ws::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
+use crate::presence::Presence;
 use crate::protocol::{ErrorCode, LeaveReason, Name, SignalKind};
 
 /// Something delivered to a logged-in user's session.
@@ -155,20 +156,46 @@ impl Registry {
         }
     }
 
-    /// Up to `limit` online users other than `except`.
-    pub async fn roster(&self, except: &Name, limit: usize) -> Roster {
+    /// The online users other than `except`, as many as the presence policy lists;
+    /// `truncated` says the list is not the whole picture and no updates will follow
+    /// (presence is off, or more users are online than the limit).
+    pub async fn roster(&self, except: &Name) -> Roster {
+        let presence = self.presence();
+        let mut roster = match (self, presence.limit()) {
+            (_, 0) => Roster::default(),
+            (Registry::Memory(r), limit) => r.roster(except, limit),
+            (Registry::Redis(r), limit) => r.roster(except, limit).await,
+        };
+        roster.truncated |= !presence.is_on(self.online_count());
+        roster
+    }
+
+    /// Tells every online user but `name` that `name` came or went, while the presence
+    /// policy says presence is on.
+    pub async fn announce(&self, name: &Name, online: bool) {
+        if !self.presence().is_on(self.online_count()) {
+            return;
+        }
         match self {
-            Registry::Memory(r) => r.roster(except, limit),
-            Registry::Redis(r) => r.roster(except, limit).await,
+            Registry::Memory(r) => r.announce(name, online),
+            Registry::Redis(r) => r.announce(name, online).await,
         }
     }
 
-    /// Tells every online user but `name` that `name` came or went, unless more than
-    /// `limit` users are online (presence is then off until the count drops).
-    pub async fn announce(&self, name: &Name, online: bool, limit: usize) {
+    /// Tells the registry who `me`'s call peer is (`None`: no call). The session calls it
+    /// wherever its call state changes; the Redis registry watches the peer's node.
+    pub fn set_peer(&self, me: &Name, peer: Option<&Name>) {
         match self {
-            Registry::Memory(r) => r.announce(name, online, limit),
-            Registry::Redis(r) => r.announce(name, online, limit).await,
+            Registry::Memory(_) => {}
+            Registry::Redis(r) => r.set_peer(me, peer),
+        }
+    }
+
+    /// The presence policy this registry applies.
+    pub fn presence(&self) -> Presence {
+        match self {
+            Registry::Memory(r) => r.presence(),
+            Registry::Redis(r) => r.presence(),
         }
     }
 

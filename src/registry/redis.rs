@@ -40,6 +40,7 @@ use tracing::{debug, info, warn};
 
 use super::{ClaimError, DeliverError, Event, Mailbox, Roster, SendError};
 use crate::config::Config;
+use crate::presence::Presence;
 use crate::protocol::{self, ErrorCode, LeaveReason, Name, SignalKind, presence_frame};
 
 /// Remote users remembered per local user as possible call peers (see [`Local::links`]).
@@ -178,8 +179,8 @@ struct Inner {
     heartbeat: Duration,
     /// Limit on every Redis call, so that no session ever hangs on Redis.
     op_timeout: Duration,
-    /// `--presence-limit`, for presence arriving from other nodes.
-    presence_limit: usize,
+    /// The presence policy, also applied to presence arriving from other nodes.
+    presence: Presence,
     /// The command connection; `None` while Redis is unreachable (calls then fail at once).
     conn: Mutex<Option<Conn>>,
     /// Numbers connections, so a failure on an old one does not drop a newer one.
@@ -256,7 +257,7 @@ impl RedisRegistry {
             lease,
             heartbeat,
             op_timeout: heartbeat.clamp(Duration::from_millis(500), Duration::from_secs(2)),
-            presence_limit: config.presence_limit,
+            presence: Presence::new(config.presence_limit),
             conn: Mutex::new(None),
             next_gen: AtomicU64::new(0),
             local: Mutex::default(),
@@ -454,11 +455,10 @@ impl RedisRegistry {
         roster
     }
 
-    pub async fn announce(&self, name: &Name, online: bool, limit: usize) {
+    /// Delivers the update here and publishes it to the other nodes (the caller applied
+    /// the policy).
+    pub async fn announce(&self, name: &Name, online: bool) {
         let inner = &self.inner;
-        if limit == 0 || inner.online_count() > limit {
-            return;
-        }
         inner.present(name, online);
         if !inner.state.borrow().commands {
             return;
@@ -468,6 +468,14 @@ impl RedisRegistry {
         // Presence is best-effort, as on one node: a failure only costs an update.
         let _ = inner.publish("publish presence", channel, payload).await;
     }
+
+    pub fn presence(&self) -> Presence {
+        self.inner.presence
+    }
+
+    /// `me`'s call peer changed. Not used yet: the watchdog still learns peers from
+    /// traffic (`note`).
+    pub fn set_peer(&self, _me: &Name, _peer: Option<&Name>) {}
 
     /// Users online on every live node (the other nodes' count is as of the last heartbeat).
     pub fn online_count(&self) -> usize {
@@ -951,10 +959,7 @@ impl Inner {
                     }
                 }
                 // Our own announcements were delivered here already.
-                if *origin != *self.node
-                    && self.presence_limit > 0
-                    && self.online_count() <= self.presence_limit
-                {
+                if *origin != *self.node && self.presence.is_on(self.online_count()) {
                     self.present(&name, online);
                 }
             }
