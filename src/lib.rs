@@ -3,7 +3,9 @@
 //! Module map:
 //! - [`config`]: command-line options (clap, with env fallbacks).
 //! - [`protocol`]: wire messages, parsing, validation, error codes.
-//! - [`session`]: one WebSocket connection's state machine (login, calls, limits).
+//! - [`session`]: one WebSocket connection: the driver (socket, timers, keepalive, close),
+//!   [`session::call`] (the call rules as plain functions), carrying them out for a
+//!   logged-in user, the rate limit.
 //! - [`registry`]: who is online and how to reach them ([`registry::memory`], or
 //!   [`registry::redis`] for several nodes).
 //! - [`ice`]: the STUN/TURN servers handed to clients, TURN REST credentials.

@@ -1,0 +1,593 @@
+//! One WebSocket connection: the driver that owns the socket, the timers and the mailbox.
+//!
+//! [`run`] drives a `Session` from three inputs (frames from the client, events from the
+//! registry, timers) and writes what the session queued in `out`. The socket type is
+//! generic, so the session runs the same over a real WebSocket or a pair of channels.
+//!
+//! - [`call`]: the call rules, plain functions from state and input to a decision.
+//! - `user`: carrying out those decisions for a logged-in user (login, relay, hang-up,
+//!   events from the registry).
+//! - `limits`: the per-connection rate limit.
+//!
+//! This file: keepalive, writing with a deadline, the closing handshake, and cleaning up
+//! (name released, call peer told) when the connection ends.
+
+pub mod call;
+mod limits;
+mod user;
+
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use std::pin::Pin;
+use tokio::time::{Instant, sleep_until, timeout};
+
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tracing::{debug, info};
+
+use self::call::Call;
+use self::limits::{RateLimit, Verdict};
+use self::user::User;
+use crate::config::Config;
+use crate::ice::IceConfig;
+use crate::metrics::Metrics;
+use crate::protocol::{self, ErrorCode, LeaveReason};
+use crate::registry::{Event, Registry};
+
+/// What every session shares.
+pub struct Context {
+    pub config: Config,
+    pub registry: Registry,
+    pub metrics: Arc<Metrics>,
+    pub ice: IceConfig,
+    /// Cancelled when the server shuts down: every session closes with 1001.
+    pub shutdown: CancellationToken,
+}
+
+/// WebSocket close codes the server uses (RFC 6455 section 7.4.1).
+mod close_code {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// How long closing may spend writing the close frame, and then waiting for the client's
+/// reply.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_millis(500);
+const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Capacity of the outgoing frame list kept between writes; more is given back.
+const OUT_KEEP: usize = 16;
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    ClientClosed,
+    SocketError,
+    Shutdown,
+    SlowConsumer,
+    WriteTimeout,
+    PongTimeout,
+    RateLimited,
+    TooBig,
+}
+
+impl End {
+    /// The close frame to attempt, if any.
+    fn close_frame(self) -> Option<CloseFrame> {
+        let (code, reason) = match self {
+            End::Shutdown => (close_code::GOING_AWAY, "server shutting down"),
+            End::SlowConsumer => (close_code::TRY_AGAIN_LATER, "too slow to receive messages"),
+            End::PongTimeout => (close_code::POLICY, "no pong received"),
+            End::RateLimited => (close_code::POLICY, "rate limit exceeded"),
+            End::TooBig => (close_code::TOO_BIG, "message too big"),
+            End::ClientClosed | End::SocketError | End::WriteTimeout => return None,
+        };
+        Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        })
+    }
+}
+
+struct Session {
+    ctx: Arc<Context>,
+    /// Connection number, for logs.
+    id: u64,
+    /// Set by a successful login.
+    user: Option<User>,
+    rate: RateLimit,
+    /// Frames to write to the client once the current input is handled.
+    out: Vec<Message>,
+    /// Set when the session must end after `out` is written.
+    end: Option<End>,
+    /// Cancelled by a sender that found our mailbox full, and (being a child of
+    /// `ctx.shutdown`) when the server shuts down: one token, one waiter per session.
+    kick: CancellationToken,
+}
+
+/// Serves one upgraded WebSocket until it closes, the client misbehaves, or the server
+/// shuts down. Cleans up after itself: the name is released, a call peer told, and the
+/// connection uncounted from `connections_open`.
+///
+/// Not an `async fn`: the socket goes straight into the one future that uses it, instead of
+/// being stored once as an argument and again in an inner future (an idle connection's
+/// memory is mostly this future).
+pub fn run<S, E>(
+    socket: S,
+    ctx: Arc<Context>,
+    id: u64,
+    addr: SocketAddr,
+) -> impl Future<Output = ()> + Send
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin + Send,
+    E: StdError + Send + Sync + 'static,
+{
+    info!(id, %addr, "connected");
+    let session = Session {
+        rate: RateLimit::new(ctx.config.rate_limit, ctx.config.rate_burst, Instant::now()),
+        id,
+        user: None,
+        out: Vec::new(),
+        end: None,
+        kick: ctx.shutdown.child_token(),
+        ctx,
+    };
+    session.run(socket)
+}
+
+impl Session {
+    async fn run<S, E>(mut self, mut socket: S)
+    where
+        S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
+        E: StdError + Send + Sync + 'static,
+    {
+        let end = self.serve(&mut socket).await;
+        drop(socket);
+        Box::pin(self.finish(end)).await;
+        self.ctx.metrics.connections_open.fetch_sub(1, Relaxed);
+    }
+
+    async fn serve<S, E>(&mut self, socket: &mut S) -> End
+    where
+        S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
+        E: StdError + Send + Sync + 'static,
+    {
+        let ping_interval = self.ctx.config.ping_interval;
+        let pong_timeout = self.ctx.config.pong_timeout;
+        let mut next_ping = Instant::now() + ping_interval;
+        // When we pinged and have heard nothing since; cleared by any frame from the client.
+        let mut unanswered_ping: Option<Instant> = None;
+        // One timer for the session, moved only when the next deadline changes (not per
+        // message): registering a timer per frame is measurable on the relay path.
+        let timer = sleep_until(next_ping);
+        tokio::pin!(timer);
+        let kick = self.kick.clone();
+        // One waiter for the session's lifetime rather than one per loop turn: creating
+        // and dropping it locks the token's waiter list each time.
+        let kicked = kick.cancelled();
+        tokio::pin!(kicked);
+
+        let end = loop {
+            let mut wake = next_ping;
+            if let Some(pinged) = unanswered_ping {
+                wake = wake.min(pinged + pong_timeout);
+            }
+            if let Some(deadline) = self.user.as_ref().and_then(|u| u.call.deadline()) {
+                wake = wake.min(deadline);
+            }
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
+            }
+            tokio::select! {
+                biased;
+                _ = &mut kicked => break self.kicked(),
+                event = recv(&self.user) => {
+                    Box::pin(self.on_events(event)).await;
+                }
+                frame = socket.next() => {
+                    unanswered_ping = None;
+                    let now = Instant::now();
+                    match frame {
+                        Some(Ok(Message::Text(text))) => Box::pin(self.on_text(&text, now)).await,
+                        Some(Ok(Message::Binary(_))) => {
+                            if self.rate_ok(now) {
+                                self.error(
+                                    ErrorCode::BinaryNotSupported,
+                                    "Binary frames are not supported; send JSON text frames.",
+                                    None,
+                                    None,
+                                );
+                            }
+                        }
+                        // Pings cost a reply: they count against the rate limit too.
+                        Some(Ok(Message::Ping(_))) => {
+                            self.rate_ok(now);
+                        }
+                        Some(Ok(Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_))) | None => break End::ClientClosed,
+                        Some(Err(e)) => {
+                            if is_too_big(&e) {
+                                break End::TooBig;
+                            }
+                            debug!(id = self.id, error = %e, "websocket read failed");
+                            break End::SocketError;
+                        }
+                    }
+                }
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if unanswered_ping.is_some_and(|pinged| now >= pinged + pong_timeout) {
+                        break End::PongTimeout;
+                    }
+                    if now >= next_ping {
+                        self.out.push(Message::Ping(Default::default()));
+                        unanswered_ping.get_or_insert(now);
+                        next_ping = now + ping_interval;
+                    }
+                    Box::pin(self.check_ring_timeout(now)).await;
+                }
+            }
+            if !self.out.is_empty()
+                && let Err(end) = Box::pin(self.flush(socket, kicked.as_mut())).await
+            {
+                break end;
+            }
+            if let Some(end) = self.end {
+                break end;
+            }
+        };
+
+        // Boxed: this rare path would otherwise add its timers and I/O state to every idle
+        // connection's future.
+        Box::pin(self.close(socket, end)).await;
+        end
+    }
+
+    /// Completes the WebSocket closing handshake, best effort: the client may be gone or
+    /// not reading.
+    async fn close<S, E>(&mut self, socket: &mut S, end: End)
+    where
+        S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
+    {
+        let Some(frame) = end.close_frame() else {
+            if end == End::ClientClosed {
+                // tungstenite queued the reply to the client's close; send it, or the
+                // client sees an abnormal closure (1006) instead of its own code.
+                let _ = timeout(CLOSE_WRITE_TIMEOUT, socket.flush()).await;
+            }
+            return;
+        };
+        self.out.clear();
+        self.out.push(Message::Close(Some(frame)));
+        if timeout(CLOSE_WRITE_TIMEOUT, self.flush_plain(socket))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        // Read (and drop) until the client answers the close. Closing a socket with unread
+        // input makes the kernel send a reset, and the client would lose the frames sent
+        // just before, our close frame included.
+        let _ = timeout(CLOSE_DRAIN_TIMEOUT, async {
+            while let Some(Ok(message)) = socket.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Why `kick` was cancelled.
+    fn kicked(&self) -> End {
+        if self.ctx.shutdown.is_cancelled() {
+            End::Shutdown
+        } else {
+            End::SlowConsumer
+        }
+    }
+
+    /// Writes `out` to the socket, giving up when the client is kicked or too slow.
+    async fn flush<S, E>(
+        &mut self,
+        socket: &mut S,
+        kicked: Pin<&mut WaitForCancellationFuture<'_>>,
+    ) -> Result<(), End>
+    where
+        S: Sink<Message, Error = E> + Unpin,
+    {
+        let write_timeout = self.ctx.config.write_timeout;
+        tokio::select! {
+            biased;
+            _ = kicked => Err(self.kicked()),
+            r = timeout(write_timeout, self.flush_plain(socket)) => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(())) => Err(End::SocketError),
+                Err(_) => Err(End::WriteTimeout),
+            },
+        }
+    }
+
+    async fn flush_plain<S, E>(&mut self, socket: &mut S) -> Result<(), ()>
+    where
+        S: Sink<Message, Error = E> + Unpin,
+    {
+        for message in self.out.drain(..) {
+            socket.feed(message).await.map_err(|_| ())?;
+        }
+        // A burst (a batch of 256 relayed events) must not leave its capacity behind on
+        // an idle connection.
+        if self.out.capacity() > OUT_KEEP {
+            self.out = Vec::new();
+        }
+        socket.flush().await.map_err(|_| ())
+    }
+
+    /// Ends the session: the peer learns we left, the name is freed.
+    async fn finish(&mut self, end: End) {
+        let metrics = &self.ctx.metrics;
+        match end {
+            End::SlowConsumer => {
+                metrics.slow_consumers.fetch_add(1, Relaxed);
+            }
+            End::PongTimeout => {
+                metrics.pong_timeouts.fetch_add(1, Relaxed);
+            }
+            End::RateLimited => {
+                metrics.rate_limit_closes.fetch_add(1, Relaxed);
+            }
+            _ => {}
+        }
+        let Some(mut user) = self.user.take() else {
+            info!(id = self.id, ?end, "disconnected before logging in");
+            return;
+        };
+        // Released before the peer is told, so that a peer reacting to the `leave` already
+        // finds the name free (with Redis, release is a round trip of its own).
+        self.ctx.registry.release(&user.name, &user.mailbox).await;
+        if let Some(peer) = user.call.peer().cloned() {
+            self.set_call(&mut user, Call::Idle);
+            let event = user.leave_event(LeaveReason::Disconnected);
+            let _ = self.ctx.registry.send(&peer, event).await;
+        }
+        self.ctx.registry.announce(&user.name, false).await;
+        info!(id = self.id, name = %user.name, ?end, "logged out");
+    }
+
+    /// Whether the rate limit lets a message through; tells the client when it does not.
+    fn rate_ok(&mut self, now: Instant) -> bool {
+        match self.rate.check(now) {
+            Verdict::Allowed => return true,
+            Verdict::Refused => self.error(
+                ErrorCode::RateLimited,
+                "Too many messages; slow down or you will be disconnected.",
+                None,
+                None,
+            ),
+            Verdict::Exceeded => self.end = Some(End::RateLimited),
+        }
+        false
+    }
+
+    fn push(&mut self, frame: String) {
+        self.out.push(Message::Text(frame.into()));
+    }
+
+    fn error(&mut self, code: ErrorCode, message: &str, request: Option<&str>, name: Option<&str>) {
+        self.ctx.metrics.error(code);
+        self.push(protocol::error_frame(code, message, request, name));
+    }
+}
+
+/// Waits for the next event, or forever before login.
+async fn recv(user: &Option<User>) -> Option<Box<Event>> {
+    match user {
+        Some(user) => user.inbox.recv_async().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether a read error means the client sent a frame over the size limit.
+fn is_too_big(e: &(dyn StdError + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = err.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The session over two channels instead of a socket, on paused time: timeouts of
+    // tens of seconds run instantly and exactly.
+
+    use std::pin::Pin as StdPin;
+    use std::task::{Context as TaskContext, Poll};
+
+    use serde_json::{Value, json};
+    use tokio::sync::mpsc;
+
+    use crate::protocol::Name;
+    use crate::registry::memory::MemoryRegistry;
+
+    /// A WebSocket stand-in: frames the test sends arrive at the session; frames the
+    /// session writes come out at the test.
+    struct Pipe {
+        incoming: mpsc::UnboundedReceiver<Message>,
+        outgoing: mpsc::UnboundedSender<Message>,
+    }
+
+    impl Stream for Pipe {
+        type Item = Result<Message, std::io::Error>;
+        fn poll_next(
+            mut self: StdPin<&mut Self>,
+            cx: &mut TaskContext<'_>,
+        ) -> Poll<Option<Self::Item>> {
+            self.incoming.poll_recv(cx).map(|m| m.map(Ok))
+        }
+    }
+
+    impl Sink<Message> for Pipe {
+        type Error = std::io::Error;
+        fn poll_ready(
+            self: StdPin<&mut Self>,
+            _: &mut TaskContext<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(self: StdPin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+            self.outgoing
+                .send(item)
+                .map_err(|_| std::io::Error::other("test dropped its end"))
+        }
+        fn poll_flush(
+            self: StdPin<&mut Self>,
+            _: &mut TaskContext<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(
+            self: StdPin<&mut Self>,
+            _: &mut TaskContext<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// The test's end of one connection.
+    struct Peer {
+        to_session: mpsc::UnboundedSender<Message>,
+        from_session: mpsc::UnboundedReceiver<Message>,
+    }
+
+    impl Peer {
+        fn send(&self, v: Value) {
+            let _ = self.to_session.send(Message::Text(v.to_string().into()));
+        }
+
+        /// The next frame the session wrote (pings included), or `None` once it ended.
+        async fn frame(&mut self) -> Option<Message> {
+            self.from_session.recv().await
+        }
+
+        /// The next JSON message, skipping pings.
+        async fn json(&mut self) -> Value {
+            loop {
+                match self.frame().await {
+                    Some(Message::Text(t)) => return serde_json::from_str(&t).expect("json"),
+                    Some(Message::Ping(_)) => continue,
+                    other => panic!("expected a JSON message, got {other:?}"),
+                }
+            }
+        }
+    }
+
+    fn context() -> Arc<Context> {
+        let mut config = Config::default_for("127.0.0.1:0".parse().expect("addr"));
+        config.rate_limit = 0.0;
+        let presence = crate::presence::Presence::new(config.presence_limit);
+        Arc::new(Context {
+            config,
+            registry: Registry::Memory(MemoryRegistry::new(presence)),
+            metrics: Default::default(),
+            ice: Default::default(),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    fn connect(ctx: &Arc<Context>, id: u64) -> Peer {
+        let (to_session, incoming) = mpsc::unbounded_channel();
+        let (outgoing, from_session) = mpsc::unbounded_channel();
+        let pipe = Pipe { incoming, outgoing };
+        let addr = "127.0.0.1:1".parse().expect("addr");
+        tokio::spawn(run(pipe, ctx.clone(), id, addr));
+        Peer {
+            to_session,
+            from_session,
+        }
+    }
+
+    async fn logged_in(ctx: &Arc<Context>, id: u64, name: &str) -> Peer {
+        let mut peer = connect(ctx, id);
+        peer.send(json!({"type": "login", "name": name}));
+        assert_eq!(peer.json().await["success"], true);
+        peer
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_call_rings_for_exactly_the_ring_timeout() {
+        let ctx = context();
+        let mut a = logged_in(&ctx, 1, "a").await;
+        let mut b = logged_in(&ctx, 2, "b").await;
+        let _ = a.json().await; // presence: b came online
+        let start = Instant::now();
+        a.send(json!({"type": "offer", "name": "b", "offer": {"sdp": "x"}}));
+        assert_eq!(b.json().await["type"], "offer");
+        assert_eq!(a.json().await["type"], "ringing");
+        // Both keep answering pings, so only the ring timer can end the attempt.
+        let leave = loop {
+            match a.frame().await {
+                Some(Message::Ping(_)) => a
+                    .to_session
+                    .send(Message::Pong(Default::default()))
+                    .expect("pong"),
+                Some(Message::Text(t)) => break serde_json::from_str::<Value>(&t).expect("json"),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(leave["type"], "leave");
+        assert_eq!(leave["reason"], "no-answer");
+        assert_eq!(start.elapsed(), ctx.config.ring_timeout);
+        let leave = b.json().await;
+        assert_eq!(leave["reason"], "no-answer");
+        assert_eq!(leave["name"], "a");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_dropped_after_ping_interval_plus_pong_timeout() {
+        let ctx = context();
+        let start = Instant::now();
+        let mut a = logged_in(&ctx, 1, "quiet").await;
+        // The first ping comes after the interval; with no answer the session ends.
+        assert!(matches!(a.frame().await, Some(Message::Ping(_))));
+        assert_eq!(start.elapsed(), ctx.config.ping_interval);
+        let close = a.frame().await;
+        let Some(Message::Close(Some(frame))) = close else {
+            panic!("expected a close frame, got {close:?}");
+        };
+        assert_eq!(frame.code, close_code::POLICY);
+        assert_eq!(
+            start.elapsed(),
+            ctx.config.ping_interval + ctx.config.pong_timeout
+        );
+        assert!(a.frame().await.is_none(), "the session ended");
+        let name = Name::parse("quiet").expect("name");
+        assert!(!ctx.registry.is_online(&name).await, "its name was freed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_answers_pings_stays() {
+        let ctx = context();
+        let mut a = logged_in(&ctx, 1, "awake").await;
+        for _ in 0..10 {
+            assert!(matches!(a.frame().await, Some(Message::Ping(_))));
+            a.to_session
+                .send(Message::Pong(Default::default()))
+                .expect("pong");
+        }
+        let name = Name::parse("awake").expect("name");
+        assert!(ctx.registry.is_online(&name).await);
+    }
+}

@@ -1,0 +1,415 @@
+//! What a session does with its client's messages and its inbox's events: login, relaying,
+//! hang-up, the ring timeout. The decisions come from [`call`](super::call); this file
+//! carries them out (registry sends, frames and errors for the client, state changes).
+//!
+//! Handlers that need a name take the [`User`]: they cannot run before login.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::extract::ws::Message;
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::Session;
+use super::call::{self, Call, Incoming, Refusal};
+use crate::protocol::{self, ErrorCode, LeaveReason, Name, NameError, Request, SignalKind, Target};
+use crate::registry::{ClaimError, Event, Inbox, Mailbox, SendError};
+
+/// Events taken from the inbox in one go before the socket is flushed: batches writes under
+/// load without letting one busy sender starve the client's own frames for long.
+const INBOX_BATCH: usize = 256;
+
+/// A logged-in session's identity and call.
+pub(super) struct User {
+    pub(super) name: Name,
+    /// `name` encoded once as a JSON string, spliced into every frame we send to peers.
+    json: String,
+    pub(super) mailbox: Mailbox,
+    /// The receiving end of `mailbox`.
+    pub(super) inbox: Inbox,
+    pub(super) call: Call,
+}
+
+impl User {
+    /// The `leave` frame that tells a peer we hung up for `reason`.
+    pub(super) fn leave_event(&self, reason: LeaveReason) -> Event {
+        Event::Signal {
+            from: self.name.clone(),
+            kind: SignalKind::Leave,
+            reason: Some(reason),
+            frame: protocol::leave_frame(&self.json, reason).into(),
+        }
+    }
+}
+
+impl Session {
+    pub(super) async fn on_text(&mut self, text: &str, now: Instant) {
+        if !self.rate_ok(now) {
+            return;
+        }
+        let request = match protocol::parse(text) {
+            Ok(request) => request,
+            Err(e) => {
+                self.error(e.code, &e.message, e.request.as_deref(), None);
+                return;
+            }
+        };
+        let Some(mut user) = self.user.take() else {
+            match request {
+                Request::Login { name } => self.login(name).await,
+                Request::Relay { kind, .. } => self.not_logged_in(kind),
+                Request::Leave { .. } => self.not_logged_in(SignalKind::Leave),
+            }
+            return;
+        };
+        match request {
+            Request::Login { .. } => {
+                let message = format!(
+                    "You are already logged in as \"{}\"; a connection has one name. \
+                     Open another connection to use another name.",
+                    user.name
+                );
+                self.error(ErrorCode::AlreadyLoggedIn, &message, Some("login"), None);
+            }
+            Request::Relay { kind, to, payload } => {
+                self.relay(&mut user, kind, to, payload).await;
+            }
+            Request::Leave { to, reason } => self.leave(&mut user, to, reason).await,
+        }
+        self.user = Some(user);
+    }
+
+    fn not_logged_in(&mut self, kind: SignalKind) {
+        self.error(
+            ErrorCode::NotLoggedIn,
+            "Log in first: send {\"type\":\"login\",\"name\":...}.",
+            Some(kind.as_str()),
+            None,
+        );
+    }
+
+    async fn login(&mut self, name: Result<Name, NameError>) {
+        let name = match name {
+            Ok(name) => name,
+            Err(e) => {
+                self.login_failed(ErrorCode::InvalidName, &e.to_string());
+                return;
+            }
+        };
+        let (mailbox, inbox) = Mailbox::new(self.ctx.config.queue_capacity, self.kick.clone());
+        match self.ctx.registry.claim(&name, &mailbox).await {
+            Ok(()) => {}
+            Err(ClaimError::Taken) => {
+                let message = format!("The name \"{name}\" is already in use; choose another.");
+                self.login_failed(ErrorCode::NameTaken, &message);
+                return;
+            }
+            Err(ClaimError::Unavailable(reason)) => {
+                warn!(id = self.id, %name, %reason, "login refused: registry unavailable");
+                self.login_failed(
+                    ErrorCode::Unavailable,
+                    "The server cannot check names right now; try again in a few seconds.",
+                );
+                return;
+            }
+        }
+        let roster = self.ctx.registry.roster(&name).await;
+        let ice = self.ctx.ice.servers_for(&name);
+        self.push(protocol::login_ok_frame(
+            &name,
+            &ice,
+            &roster.users,
+            roster.truncated,
+        ));
+        self.ctx.registry.announce(&name, true).await;
+        self.ctx.metrics.logins_total.fetch_add(1, Relaxed);
+        info!(id = self.id, %name, "logged in");
+        self.user = Some(User {
+            json: protocol::json_string(name.as_str()),
+            name,
+            mailbox,
+            inbox,
+            call: Call::Idle,
+        });
+    }
+
+    fn login_failed(&mut self, code: ErrorCode, message: &str) {
+        self.ctx.metrics.error(code);
+        self.push(protocol::login_failed_frame(code, message));
+    }
+
+    /// Changes call state: the one place it changes, so the in-call gauge and the
+    /// registry's record of our peer stay true.
+    pub(super) fn set_call(&self, user: &mut User, call: Call) {
+        let was = matches!(user.call, Call::Connected { .. });
+        let is = matches!(call, Call::Connected { .. });
+        match (was, is) {
+            (false, true) => {
+                self.ctx.metrics.sessions_in_call.fetch_add(1, Relaxed);
+            }
+            (true, false) => {
+                self.ctx.metrics.sessions_in_call.fetch_sub(1, Relaxed);
+            }
+            _ => {}
+        }
+        if user.call.peer() != call.peer() {
+            self.ctx.registry.set_peer(&user.name, call.peer());
+        }
+        user.call = call;
+    }
+
+    async fn relay(&mut self, user: &mut User, kind: SignalKind, to: Target, payload: &RawValue) {
+        let Target::Valid(to) = to else {
+            self.not_online(kind, to.as_str());
+            return;
+        };
+        let now = Instant::now();
+        let ring_timeout = self.ctx.config.ring_timeout;
+        let plan = match call::outgoing(&user.call, &user.name, kind, &to, now, ring_timeout) {
+            Ok(plan) => plan,
+            Err(refusal) => {
+                self.refused(kind, &to, refusal).await;
+                return;
+            }
+        };
+        let new_call = plan.before.is_some();
+        if let Some(next) = plan.before {
+            self.set_call(user, next);
+        }
+        let event = Event::Signal {
+            from: user.name.clone(),
+            kind,
+            reason: None,
+            frame: protocol::relay_frame(kind, payload, &user.json).into(),
+        };
+        match self.ctx.registry.send(&to, event).await {
+            Ok(()) => {
+                if new_call {
+                    info!(id = self.id, from = %user.name, %to, "calling");
+                }
+                if let Some(next) = plan.sent {
+                    info!(id = self.id, name = %user.name, peer = %to, "call answered");
+                    self.set_call(user, next);
+                }
+            }
+            Err(e) => {
+                if let Some(next) = plan.failed {
+                    self.set_call(user, next);
+                }
+                self.send_failed(kind, &to, e);
+            }
+        }
+    }
+
+    async fn leave(&mut self, user: &mut User, to: Option<Target>, reason: LeaveReason) {
+        let to = match to {
+            Some(Target::Valid(name)) => Some(name),
+            Some(Target::Invalid(raw)) => {
+                self.not_online(SignalKind::Leave, &raw);
+                return;
+            }
+            None => None,
+        };
+        let target = match call::leave(&user.call, to.as_ref()) {
+            Ok(target) => target.clone(),
+            Err(refusal) => {
+                // Only `not-in-call` comes without a name, and it names no one.
+                let named = to.as_ref().unwrap_or(&user.name);
+                self.refused(SignalKind::Leave, named, refusal).await;
+                return;
+            }
+        };
+        self.set_call(user, Call::Idle);
+        info!(id = self.id, name = %user.name, peer = %target, reason = reason.as_str(), "left call");
+        if let Err(e) = self
+            .ctx
+            .registry
+            .send(&target, user.leave_event(reason))
+            .await
+        {
+            self.send_failed(SignalKind::Leave, &target, e);
+        }
+    }
+
+    /// Ends an outgoing call that rang for the whole ring timeout.
+    pub(super) async fn check_ring_timeout(&mut self, now: Instant) {
+        let Some(mut user) = self.user.take() else {
+            return;
+        };
+        if let Some(peer) = call::ring_timed_out(&user.call, now).cloned() {
+            self.set_call(&mut user, Call::Idle);
+            info!(id = self.id, name = %user.name, %peer, "no answer");
+            // If the peer is gone its own leave has reached or will reach us; either way
+            // the attempt is over for our client.
+            let event = user.leave_event(LeaveReason::NoAnswer);
+            let _ = self.ctx.registry.send(&peer, event).await;
+            self.push(protocol::leave_frame(
+                &protocol::json_string(peer.as_str()),
+                LeaveReason::NoAnswer,
+            ));
+        }
+        self.user = Some(user);
+    }
+
+    /// Handles `first` and whatever else is already queued, up to a batch, so their frames
+    /// go out in one write.
+    pub(super) async fn on_events(&mut self, first: Option<Box<Event>>) {
+        let (Some(first), Some(mut user)) = (first, self.user.take()) else {
+            return;
+        };
+        self.on_event(&mut user, *first).await;
+        for _ in 1..INBOX_BATCH {
+            match user.inbox.try_recv() {
+                Ok(event) => self.on_event(&mut user, *event).await,
+                Err(_) => break,
+            }
+        }
+        self.user = Some(user);
+    }
+
+    async fn on_event(&mut self, user: &mut User, event: Event) {
+        match event {
+            Event::Notice(frame) => self.out.push(Message::Text(frame)),
+            Event::Bounce {
+                from,
+                code,
+                request,
+            } => {
+                if let Some(next) = call::bounced(&user.call, &from, request, code) {
+                    self.set_call(user, next);
+                }
+                let message = match code {
+                    ErrorCode::Busy => format!("\"{from}\" is in another call."),
+                    ErrorCode::NotInCall => format!("\"{from}\" is not in a call with you."),
+                    ErrorCode::NotOnline => format!("\"{from}\" is not online."),
+                    _ => format!("\"{from}\" could not take the message."),
+                };
+                self.error(code, &message, Some(request.as_str()), Some(from.as_str()));
+            }
+            Event::Signal {
+                from,
+                kind,
+                reason,
+                frame,
+            } => match call::incoming(&user.call, kind, &from) {
+                Incoming::Deliver { next, ring_back } => {
+                    if ring_back {
+                        // Tell the caller it rings here, so its page can say so (and knows
+                        // the offer arrived) before anyone answers.
+                        let ringing = protocol::ringing_frame(&user.json);
+                        let _ = self
+                            .ctx
+                            .registry
+                            .send(&from, Event::Notice(ringing.into()))
+                            .await;
+                    }
+                    match kind {
+                        SignalKind::Answer if matches!(user.call, Call::Calling { .. }) => {
+                            info!(id = self.id, peer = %from, "call answered");
+                        }
+                        SignalKind::Leave => {
+                            debug!(id = self.id, peer = %from, ?reason, "peer left")
+                        }
+                        _ => {}
+                    }
+                    if let Some(next) = next {
+                        self.set_call(user, next);
+                    }
+                    self.ctx.metrics.relayed(kind);
+                    self.out.push(Message::Text(frame));
+                }
+                Incoming::Bounce(code) => {
+                    let bounce = Event::Bounce {
+                        from: user.name.clone(),
+                        code,
+                        request: kind,
+                    };
+                    let _ = self.ctx.registry.send(&from, bounce).await;
+                }
+                Incoming::Drop => {}
+            },
+        }
+    }
+
+    /// Tells our client why its message to `to` was not sent.
+    async fn refused(&mut self, kind: SignalKind, to: &Name, refusal: Refusal) {
+        match refusal {
+            Refusal::CannotCallSelf => self.error(
+                ErrorCode::CannotCallSelf,
+                "You cannot call yourself.",
+                Some("offer"),
+                Some(to.as_str()),
+            ),
+            Refusal::AlreadyInCall { peer } => {
+                let message = format!(
+                    "You are in a call with \"{peer}\"; hang up (send leave) before calling \
+                     someone else."
+                );
+                self.error(
+                    ErrorCode::AlreadyInCall,
+                    &message,
+                    Some("offer"),
+                    Some(to.as_str()),
+                );
+            }
+            Refusal::NotInCall => self.error(
+                ErrorCode::NotInCall,
+                "You are not in a call.",
+                Some(kind.as_str()),
+                None,
+            ),
+            Refusal::NotPaired => {
+                if self.ctx.registry.is_online(to).await {
+                    let message = format!("You are not in a call with \"{to}\".");
+                    self.error(
+                        ErrorCode::NotInCall,
+                        &message,
+                        Some(kind.as_str()),
+                        Some(to.as_str()),
+                    );
+                } else {
+                    self.not_online(kind, to.as_str());
+                }
+            }
+        }
+    }
+
+    fn not_online(&mut self, kind: SignalKind, to: &str) {
+        let message = format!("\"{to}\" is not online.");
+        self.error(
+            ErrorCode::NotOnline,
+            &message,
+            Some(kind.as_str()),
+            Some(to),
+        );
+    }
+
+    /// Reports a failed `registry.send` to the client.
+    fn send_failed(&mut self, kind: SignalKind, to: &Name, e: SendError) {
+        match e {
+            SendError::NotOnline => self.not_online(kind, to.as_str()),
+            SendError::Full => {
+                let message = format!(
+                    "\"{to}\" could not take the message (their connection is too slow) and is \
+                     being disconnected."
+                );
+                self.error(
+                    ErrorCode::DeliveryFailed,
+                    &message,
+                    Some(kind.as_str()),
+                    Some(to.as_str()),
+                );
+            }
+            SendError::Unavailable(reason) => {
+                warn!(id = self.id, %to, %reason, "relay failed: registry unavailable");
+                self.error(
+                    ErrorCode::Unavailable,
+                    "The server cannot deliver messages right now; try again in a few seconds.",
+                    Some(kind.as_str()),
+                    Some(to.as_str()),
+                );
+            }
+        }
+    }
+}
