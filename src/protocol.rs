@@ -72,18 +72,37 @@ impl Serialize for Name {
     }
 }
 
-/// Unicode's explicit direction embeddings, overrides and isolates, and the marks.
+/// Unicode's explicit direction embeddings, overrides and isolates, and the marks
+/// (including the Arabic letter mark, U+061C).
 fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
-/// Characters that draw nothing (zero-width spaces and joiners, soft hyphen, BOM...). They
-/// are fine inside a name (emoji sequences use the zero-width joiner) but not as all of it.
+/// Characters that draw nothing on their own: zero-width spaces and joiners, soft hyphen,
+/// BOM, the Hangul fillers and the blank Braille pattern (which render as blank space but
+/// are letters or symbols to Unicode), variation selectors and tag characters, and every
+/// combining mark (which only decorates the character before it). They are fine inside a
+/// name (emoji sequences use the zero-width joiner, many scripts need marks) but not as all
+/// of it.
 fn is_invisible(c: char) -> bool {
+    use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
     matches!(
         c,
-        '\u{00AD}' | '\u{034F}' | '\u{180E}' | '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}'
-    )
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200D}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{E0000}'..='\u{E007F}'
+            | '\u{E0100}'..='\u{E01EF}'
+    ) || c.general_category_group() == GeneralCategoryGroup::Mark
 }
 
 /// Why a login name was refused; shown to the user.
@@ -610,6 +629,26 @@ mod tests {
         assert!(Name::parse("👩\u{200D}💻 dev").is_ok());
         assert_eq!(Name::parse("\u{200B}"), Err(NameError::Invisible));
         assert_eq!(Name::parse(" \u{200B}\u{FEFF} "), Err(NameError::Invisible));
+        // Blank-looking letters and symbols, marks with nothing to mark, selectors, tags.
+        for blank in [
+            "\u{3164}",
+            "\u{3164}\u{3164}",
+            "\u{2800}",
+            "\u{FFA0}",
+            "\u{115F}\u{1160}",
+            "\u{0301}\u{0308}",
+            "\u{20DD}",
+            "\u{FE0F}",
+            "\u{E0041}\u{E007F}",
+            "\u{E0100}",
+        ] {
+            assert_eq!(Name::parse(blank), Err(NameError::Invisible), "{blank:?}");
+        }
+        // Marks and joiners inside a name are fine.
+        for fine in ["Zoë", "e\u{0301}", "नमस्ते", "👩\u{200D}💻", "❤\u{FE0F}"] {
+            assert!(Name::parse(fine).is_ok(), "{fine:?}");
+        }
+        assert_eq!(Name::parse("a\u{061C}b"), Err(NameError::DirectionControl));
         assert_eq!(
             Name::parse("bob\u{202E}ecila"),
             Err(NameError::DirectionControl)
