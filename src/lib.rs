@@ -5,7 +5,8 @@
 //! - [`protocol`]: wire messages, parsing, validation, error codes.
 //! - [`session`]: one WebSocket connection's state machine (login, calls, limits).
 //! - [`registry`]: who is online and how to reach them ([`registry::memory`], or
-//!   [`registry::redis`] for several nodes).
+//!   [`registry::redis`] for several nodes; what both hand to sessions is in
+//!   [`registry::mailbox`]).
 //! - [`ice`]: the STUN/TURN servers handed to clients, TURN REST credentials.
 //! - [`turn`]: the embedded TURN server (`--turn-server`).
 //! - [`tls`]: HTTPS/WSS: certificate files or a stored self-signed certificate.

@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use ::redis::aio::{MultiplexedConnection, PubSub};
-use ::redis::{AsyncConnectionConfig, Client, RedisError, RedisResult};
+use ::redis::{
+    AsyncConnectionConfig, Client, FromRedisValue, RedisError, RedisResult, ScriptInvocation,
+};
 use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, timeout};
 use tracing::warn;
@@ -118,6 +120,18 @@ impl Link {
                 })
             }
         }
+    }
+
+    /// Runs a script ([`Link::call`]).
+    pub async fn invoke<T: FromRedisValue>(
+        &self,
+        what: &'static str,
+        script: ScriptInvocation<'_>,
+    ) -> Result<T, Error> {
+        self.call(what, |mut c| async move {
+            script.invoke_async::<T>(&mut c).await
+        })
+        .await
     }
 
     /// `PUBLISH channel payload`; returns how many subscribers received it.

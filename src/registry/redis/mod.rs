@@ -20,10 +20,10 @@
 //!   sends fail with `unavailable`; a background task reconnects with backoff and
 //!   re-asserts the names of the users still connected here.
 //!
-//! Files: [`keys`] (every key and channel name), [`lua`] (the scripts), [`wire`] (what
-//! nodes publish), [`conn`] (the connection, timeouts, backoff), [`node`] (this node's
-//! state), [`peers`] (the watched call peers), [`heartbeat`] and [`subscription`] (the two
-//! background tasks), [`reply`] (reading Redis replies), [`error`].
+//! Files: `keys` (every key and channel name), `lua` (the scripts, `scripts/*.lua`),
+//! `wire` (what nodes publish), `conn` (the connection, timeouts, backoff), `node` (this
+//! node's state), `peers` (the watched call peers), `heartbeat` and `subscription` (the
+//! two background tasks), `reply` (reading Redis replies), `error`.
 
 mod conn;
 mod error;
@@ -127,12 +127,7 @@ impl RedisRegistry {
             .arg(&*node.id)
             .arg(node.lease_ms())
             .arg(name.as_str());
-        let claimed = node
-            .link
-            .call("claim", |mut c| async move {
-                call.invoke_async::<i64>(&mut c).await
-            })
-            .await;
+        let claimed = node.link.invoke::<i64>("claim", call).await;
         let mut local = node.local();
         match claimed {
             Ok(1) => match local.users.entry(name.clone()) {
@@ -174,12 +169,7 @@ impl RedisRegistry {
             .key(node.keys.own_users())
             .arg(&*node.id)
             .arg(name.as_str());
-        let released = node
-            .link
-            .call("release", |mut c| async move {
-                call.invoke_async::<i64>(&mut c).await
-            })
-            .await;
+        let released = node.link.invoke::<i64>("release", call).await;
         if released.is_err() {
             // The lease would free it eventually; the heartbeat frees it as soon as Redis
             // is back.
@@ -204,9 +194,7 @@ impl RedisRegistry {
             .arg(payload);
         let reply = node
             .link
-            .call("send", |mut c| async move {
-                call.invoke_async::<Value>(&mut c).await
-            })
+            .invoke::<Value>("send", call)
             .await
             .map_err(|e| SendError::Unavailable(e.to_string()))?;
         let error = match sent(&reply) {
@@ -254,13 +242,7 @@ impl RedisRegistry {
             .arg(node.keys.node_prefix())
             .arg(USERS_SUFFIX)
             .arg(limit.saturating_add(2));
-        let names: Vec<Name> = match node
-            .link
-            .call("roster", |mut c| async move {
-                call.invoke_async::<Value>(&mut c).await
-            })
-            .await
-        {
+        let names: Vec<Name> = match node.link.invoke::<Value>("roster", call).await {
             Ok(reply) => strings(&reply)
                 .iter()
                 .filter_map(|s| exact_name(s))
@@ -292,7 +274,7 @@ impl RedisRegistry {
     }
 
     /// `me`'s call peer is now `peer` (`None`: no call). A peer on another node is
-    /// watched, so that `me` hears `leave` if that node dies; see [`peers`].
+    /// watched, so that `me` hears `leave` if that node dies (see `peers.rs`).
     pub fn set_peer(&self, me: &Name, peer: Option<&Name>) {
         let mut local = self.node.local();
         // Only users connected here are watched for (`release` forgets them).
