@@ -7,7 +7,8 @@
 //!   [`session::call`] (the call rules as plain functions), carrying them out for a
 //!   logged-in user, the rate limit.
 //! - [`registry`]: who is online and how to reach them ([`registry::memory`], or
-//!   [`registry::redis`] for several nodes).
+//!   [`registry::redis`] for several nodes; what both hand to sessions is in
+//!   [`registry::mailbox`]).
 //! - [`ice`]: the STUN/TURN servers handed to clients, TURN REST credentials.
 //! - [`turn`]: the embedded TURN server (`--turn-server`).
 //! - [`tls`]: HTTPS/WSS: certificate files or a stored self-signed certificate.
@@ -52,18 +53,24 @@ use crate::http::AppState;
 use crate::presence::Presence;
 use crate::registry::Registry;
 use crate::registry::memory::MemoryRegistry;
-use crate::registry::redis::RedisRegistry;
+use crate::registry::redis::{ClusterOptions, RedisRegistry};
 use crate::session::Context;
 
 /// Builds the registry the configuration asks for: Redis-backed with `--redis-url`,
 /// in-memory otherwise.
 pub async fn registry_for(config: &Config) -> anyhow::Result<Registry> {
-    match &config.redis_url {
-        Some(url) => Ok(Registry::Redis(RedisRegistry::start(url, config).await?)),
-        None => Ok(Registry::Memory(MemoryRegistry::new(Presence::new(
-            config.presence_limit,
-        )))),
-    }
+    let presence = Presence::new(config.presence_limit);
+    let Some(url) = &config.redis_url else {
+        return Ok(Registry::Memory(MemoryRegistry::new(presence)));
+    };
+    let options = ClusterOptions {
+        url: url.clone(),
+        lease: config.redis_lease,
+        prefix: config.redis_prefix.clone(),
+        node_id: config.node_id.clone(),
+        presence,
+    };
+    Ok(Registry::Redis(RedisRegistry::start(options).await?))
 }
 
 /// How long a client gets to complete the TLS handshake.

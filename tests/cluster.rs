@@ -288,6 +288,44 @@ async fn killed_node_frees_names_and_peers_hear_leave() {
     drop((bob, carol));
 }
 
+/// The watchdog watches exactly the call peer each session names: a callee whose phone
+/// is still ringing (it has sent nothing to the caller's node yet) hears `leave` when the
+/// caller's node dies, and a user who hung up on someone there before is not told.
+#[tokio::test]
+async fn killed_node_frees_a_ringing_callee_and_spares_a_former_peer() {
+    logs();
+    let redis = RedisServer::start().await;
+    let lease = Duration::from_secs(2);
+    let cluster = Cluster::redis(1, &redis.url(), |c| c.redis_lease = lease).await;
+    let mut victim = ChildNode::start(&redis.url(), lease).await;
+
+    let mut alice = cluster.user(0, "w-alice").await;
+    let mut dave = cluster.user(0, "w-dave").await;
+    let mut bob = Client::connect(&victim.url()).await;
+    assert_eq!(bob.login("w-bob").await["success"], true);
+    let mut carol = Client::connect(&victim.url()).await;
+    assert_eq!(carol.login("w-carol").await["success"], true);
+
+    // dave called carol, then hung up: carol is no longer his peer.
+    connect_call(&mut dave, "w-dave", &mut carol, "w-carol").await;
+    dave.send(json!({"type": "leave"})).await;
+    assert_eq!(carol.recv_type("leave").await["name"], "w-dave");
+    // bob calls alice, who lets it ring.
+    bob.send(json!({"type": "offer", "name": "w-alice", "offer": offer_payload()}))
+        .await;
+    assert_eq!(alice.recv_type("offer").await["name"], "w-bob");
+
+    victim.kill();
+    let bound = lease + lease / 4 + Duration::from_secs(2);
+    let leave = recv_type_within(&mut alice, "leave", bound).await;
+    assert_eq!(leave["name"], "w-bob");
+    assert_eq!(leave["reason"], "disconnected");
+    dave.silent_for(lease / 2).await;
+    // Both are free for new calls.
+    connect_call(&mut alice, "w-alice", &mut dave, "w-dave").await;
+    drop((bob, carol));
+}
+
 #[tokio::test]
 async fn graceful_shutdown_releases_at_once() {
     logs();

@@ -7,11 +7,9 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::ws::Utf8Bytes;
-
-use super::{ClaimError, DeliverError, Event, Mailbox, Roster, SendError};
 use crate::presence::Presence;
-use crate::protocol::{Name, presence_frame};
+use crate::protocol::Name;
+use crate::registry::mailbox::{ClaimError, Event, Mailbox, Roster, SendError, fan_out_presence};
 
 #[derive(Clone)]
 pub struct MemoryRegistry {
@@ -57,10 +55,7 @@ impl MemoryRegistry {
     pub fn send(&self, to: &Name, event: Event) -> Result<(), SendError> {
         let users = self.users();
         let mailbox = users.get(to).ok_or(SendError::NotOnline)?;
-        mailbox.deliver(event).map_err(|e| match e {
-            DeliverError::Gone => SendError::NotOnline,
-            DeliverError::Full => SendError::Full,
-        })
+        Ok(mailbox.deliver(event)?)
     }
 
     pub fn is_online(&self, name: &Name) -> bool {
@@ -68,28 +63,12 @@ impl MemoryRegistry {
     }
 
     pub fn roster(&self, except: &Name, limit: usize) -> Roster {
-        let users = self.users();
-        let mut roster = Roster::default();
-        for name in users.keys().filter(|n| *n != except) {
-            if roster.users.len() == limit {
-                roster.truncated = true;
-                break;
-            }
-            roster.users.push(name.clone());
-        }
-        roster
+        Roster::collect(self.users().keys().cloned(), except, limit)
     }
 
     /// Delivers the update to every user but `name` (the caller applied the policy).
     pub fn announce(&self, name: &Name, online: bool) {
-        let users = self.users();
-        let frame = Utf8Bytes::from(presence_frame(name, online));
-        for (other, mailbox) in users.iter() {
-            if other != name {
-                // A full mailbox kicks its slow owner; presence is best-effort by nature.
-                let _ = mailbox.deliver(Event::Notice(frame.clone()));
-            }
-        }
+        fan_out_presence(self.users().iter(), name, online);
     }
 
     pub fn online_count(&self) -> usize {

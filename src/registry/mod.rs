@@ -4,114 +4,18 @@
 //! delivers them to the named user's [`Mailbox`], wherever that user is connected. The
 //! in-memory registry (the default) serves one node; the Redis-backed one routes between
 //! nodes. Session logic is the same for both.
+//!
+//! The types both sides use ([`Event`], [`Mailbox`], the errors, [`Roster`]) live in the
+//! leaf module [`mailbox`]; the backends import that, never this module.
 
+pub mod mailbox;
 pub mod memory;
 pub mod redis;
 
-use axum::extract::ws::Utf8Bytes;
-use tokio_util::sync::CancellationToken;
+pub use mailbox::{ClaimError, DeliverError, Event, Inbox, Mailbox, Roster, SendError};
 
 use crate::presence::Presence;
-use crate::protocol::{ErrorCode, LeaveReason, Name, SignalKind};
-
-/// Something delivered to a logged-in user's session.
-#[derive(Debug, Clone)]
-pub enum Event {
-    /// A signaling message from `from`; `frame` is the exact text to forward to the client.
-    Signal {
-        from: Name,
-        kind: SignalKind,
-        /// Set for `Leave`, so the receiver knows why without parsing `frame`.
-        reason: Option<LeaveReason>,
-        frame: Utf8Bytes,
-    },
-    /// A message this user sent to `from` was refused on `from`'s side (for example
-    /// `busy`): the sender is told, nothing is dropped silently.
-    Bounce {
-        from: Name,
-        code: ErrorCode,
-        request: SignalKind,
-    },
-    /// A frame for the client only (presence updates); no call state involved.
-    Notice(Utf8Bytes),
-}
-
-/// The receiving end of a mailbox.
-///
-/// A flume channel of boxed events: an idle user's mailbox is then about 200 bytes, where
-/// a tokio mpsc channel (cache-padded, with a first block of 32 slots allocated up front)
-/// costs about 800 (measured with `duet-bench idle`; see docs/benchmarks.md).
-pub type Inbox = flume::Receiver<Box<Event>>;
-
-/// The sending side of a session's bounded inbox, plus the means to disconnect a session
-/// that does not drain it.
-#[derive(Clone, Debug)]
-pub struct Mailbox {
-    tx: flume::Sender<Box<Event>>,
-    /// Cancelled to disconnect the owner when it falls behind.
-    kick: CancellationToken,
-}
-
-/// Why a [`Mailbox::deliver`] failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum DeliverError {
-    #[error("the user is not online")]
-    Gone,
-    #[error("the user's queue is full; the user is being disconnected")]
-    Full,
-}
-
-impl Mailbox {
-    /// A mailbox holding at most `capacity` undelivered events, and its receiving end.
-    pub fn new(capacity: usize, kick: CancellationToken) -> (Mailbox, Inbox) {
-        let (tx, rx) = flume::bounded(capacity.max(1));
-        (Mailbox { tx, kick }, rx)
-    }
-
-    /// Queues `event` without waiting. A full queue means the owner's client is not reading
-    /// fast enough: the owner is disconnected (slow consumer) rather than allowed to grow.
-    pub fn deliver(&self, event: Event) -> Result<(), DeliverError> {
-        match self.tx.try_send(Box::new(event)) {
-            Ok(()) => Ok(()),
-            Err(flume::TrySendError::Full(_)) => {
-                self.kick.cancel();
-                Err(DeliverError::Full)
-            }
-            Err(flume::TrySendError::Disconnected(_)) => Err(DeliverError::Gone),
-        }
-    }
-
-    pub fn same_channel(&self, other: &Mailbox) -> bool {
-        self.tx.same_channel(&other.tx)
-    }
-}
-
-/// Why a name could not be claimed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ClaimError {
-    #[error("the name is already in use")]
-    Taken,
-    #[error("the registry is unavailable: {0}")]
-    Unavailable(String),
-}
-
-/// Why an event could not be sent to a user.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    #[error("the user is not online")]
-    NotOnline,
-    #[error("the user's queue is full")]
-    Full,
-    #[error("the registry is unavailable: {0}")]
-    Unavailable(String),
-}
-
-/// The presence snapshot given at login.
-#[derive(Debug, Default)]
-pub struct Roster {
-    pub users: Vec<Name>,
-    pub truncated: bool,
-}
+use crate::protocol::Name;
 
 /// The registry in use. An enum rather than a trait object: two implementations, known at
 /// compile time, and async methods without boxing.
@@ -183,7 +87,8 @@ impl Registry {
     }
 
     /// Tells the registry who `me`'s call peer is (`None`: no call). The session calls it
-    /// wherever its call state changes; the Redis registry watches the peer's node.
+    /// wherever its call state changes; the Redis registry watches a peer on another node, so
+    /// that `me` hears `leave` if that node dies.
     pub fn set_peer(&self, me: &Name, peer: Option<&Name>) {
         match self {
             Registry::Memory(_) => {}
