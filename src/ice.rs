@@ -507,6 +507,55 @@ mod tests {
     }
 
     #[test]
+    fn one_turn_auth_for_the_login_reply_and_the_server() {
+        let ttl = Duration::from_secs(3600);
+        let mut cfg = IceConfig {
+            turn_ttl: ttl,
+            ..Default::default()
+        };
+        let none = cfg.turn_auth();
+        assert!(matches!(none, TurnAuth::None));
+        assert_eq!(none.credentials_for("x", ttl, at(0)), None);
+        assert_eq!(
+            none.expected_password("x", at(0)),
+            Err(CredentialError::UnknownUser)
+        );
+
+        cfg.turn_username = Some("u".into());
+        cfg.turn_password = Some("p".into());
+        let account = cfg.turn_auth();
+        assert_eq!(
+            account.credentials_for("x", ttl, at(0)),
+            Some(TurnCredentials {
+                username: "u".into(),
+                credential: "p".into(),
+            })
+        );
+        assert_eq!(account.expected_password("u", at(0)).as_deref(), Ok("p"));
+        assert_eq!(
+            account.expected_password("x", at(0)),
+            Err(CredentialError::UnknownUser)
+        );
+        assert_eq!(format!("{account:?}"), r#"Static { username: "u", .. }"#);
+
+        // What the login mints is what the server expects, until it expires.
+        cfg.turn_username = None;
+        cfg.turn_password = None;
+        cfg.turn_secret = Some("s".into());
+        let rest = cfg.turn_auth();
+        let minted = rest.credentials_for("x", ttl, at(1000)).expect("minted");
+        assert_eq!(
+            rest.expected_password(&minted.username, at(1000)),
+            Ok(minted.credential)
+        );
+        assert_eq!(
+            rest.expected_password(&minted.username, at(1000 + 3600)),
+            Err(CredentialError::Expired)
+        );
+        assert_eq!(format!("{rest:?}"), "Secret(..)");
+    }
+
+    #[test]
     fn clap_parses_flags() {
         use clap::Parser;
         #[derive(Parser)]

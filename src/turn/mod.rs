@@ -29,8 +29,8 @@
 //!   is what browsers use (`turn:host:3478?transport=tcp`).
 //!
 //! The gatekeeper and the relay guard change only what passes through a
-//! connection, so both are a [`filter::Filter`] inside one `Conn` wrapper
-//! (`filter.rs`) that forwards everything else.
+//! connection, so both are a `Filter` inside one `Conn` wrapper (`filter.rs`)
+//! that forwards everything else.
 
 mod auth;
 mod filter;

@@ -119,6 +119,34 @@ async fn refuses_wrong_and_expired_credentials() {
     assert_eq!(h.allocation_count().await.expect("count"), 0);
 }
 
+#[tokio::test]
+async fn static_account_allocates_and_nothing_else_does() {
+    let (h, _stop) = server(|c| {
+        c.auth = TurnAuth::Static {
+            username: "shared".into(),
+            password: "pw".into(),
+        }
+    })
+    .await;
+    let account = |username: &str, credential: &str| TurnCredentials {
+        username: username.into(),
+        credential: credential.into(),
+    };
+    let client = udp_client(h.udp_addr, &account("shared", "pw")).await;
+    timeout(Duration::from_secs(5), client.allocate())
+        .await
+        .expect("in time")
+        .expect("the static account allocates");
+    for (username, password) in [("shared", "nope"), ("other", "pw")] {
+        let client = udp_client(h.udp_addr, &account(username, password)).await;
+        let r = timeout(Duration::from_secs(5), client.allocate())
+            .await
+            .expect("in time");
+        assert!(r.is_err(), "{username}/{password} must be refused");
+    }
+    assert_eq!(h.allocation_count().await.expect("count"), 1);
+}
+
 /// Sends from the relay to a loopback peer; returns the permission error (if
 /// any), whether the peer got the datagram and whether the peer's reply came
 /// back through the relay.
