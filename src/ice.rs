@@ -14,7 +14,12 @@
 //! The TURN server recomputes the HMAC from the username it receives and
 //! refuses usernames whose expiry is in the past, so a leaked credential is
 //! only useful until it expires. This works with coturn, eturnal, pion and
-//! duet's embedded server (see `turn.rs`) alike.
+//! duet's embedded server (see `turn/auth.rs`) alike.
+//!
+//! Which scheme is in use (a REST secret, one static account, or none) is a
+//! [`TurnAuth`], read from the flags in one place ([`IceConfig::turn_auth`]):
+//! the login reply mints from it and the embedded server checks against it,
+//! so the two cannot disagree about which flag wins.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -79,11 +84,78 @@ pub struct IceConfig {
     pub turn_ttl: Duration,
 }
 
-/// Short-lived TURN credentials in the shape WebRTC's `RTCIceServer` wants.
+/// The TURN username/password pair one client gets at login, in the shape WebRTC's
+/// `RTCIceServer` wants (short-lived with a REST secret). What it is derived from is a
+/// [`TurnAuth`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TurnCredentials {
     pub username: String,
     pub credential: String,
+}
+
+/// How TURN clients authenticate: the server-side choice that both the login reply
+/// (which mints [`TurnCredentials`] from it) and the embedded TURN server (which checks
+/// them against it) use. Built from the flags by [`IceConfig::turn_auth`].
+#[derive(Clone, Default)]
+pub enum TurnAuth {
+    /// No credentials configured: no TURN entry for clients, and the embedded server
+    /// refuses to run an open relay.
+    #[default]
+    None,
+    /// TURN REST shared secret (`--turn-secret`).
+    Secret(Vec<u8>),
+    /// One fixed account for everybody (`--turn-username`/`--turn-password`).
+    Static { username: String, password: String },
+}
+
+impl std::fmt::Debug for TurnAuth {
+    // Never print secrets into logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TurnAuth::None => f.write_str("None"),
+            TurnAuth::Secret(_) => f.write_str("Secret(..)"),
+            TurnAuth::Static { username, .. } => {
+                write!(f, "Static {{ username: {username:?}, .. }}")
+            }
+        }
+    }
+}
+
+impl TurnAuth {
+    /// The credentials a client logging in as `name` gets, valid for `ttl` after `now`
+    /// when minted from a secret; `None` when there are none to give.
+    pub fn credentials_for(
+        &self,
+        name: &str,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Option<TurnCredentials> {
+        match self {
+            TurnAuth::Secret(secret) => Some(rest_credentials(secret, name, ttl, now)),
+            TurnAuth::Static { username, password } => Some(TurnCredentials {
+                username: username.clone(),
+                credential: password.clone(),
+            }),
+            TurnAuth::None => None,
+        }
+    }
+
+    /// The password a TURN server must expect with `username` at `now`, or why that
+    /// username is refused (malformed, expired, or not the static account).
+    pub fn expected_password(
+        &self,
+        username: &str,
+        now: SystemTime,
+    ) -> Result<String, CredentialError> {
+        match self {
+            TurnAuth::Secret(secret) => password_for(secret, username, now),
+            TurnAuth::Static {
+                username: account,
+                password,
+            } if account == username => Ok(password.clone()),
+            TurnAuth::Static { .. } | TurnAuth::None => Err(CredentialError::UnknownUser),
+        }
+    }
 }
 
 /// One entry of `RTCConfiguration.iceServers`.
@@ -105,6 +177,9 @@ pub enum CredentialError {
     Expired,
     #[error("credential does not match")]
     Mismatch,
+    /// Not the static account (or no credentials are configured at all).
+    #[error("unknown user")]
+    UnknownUser,
 }
 
 /// Mints TURN REST credentials for `name`, valid for `ttl` after `now`.
@@ -199,6 +274,21 @@ fn mac(secret: &[u8], username: &str) -> HmacSha1 {
 }
 
 impl IceConfig {
+    /// The TURN credential scheme the flags choose: the secret when given, else the
+    /// static account when both halves are given, else none. The combinations this
+    /// resolves silently are refused earlier: both schemes at once and an empty secret
+    /// by [`validate`](Self::validate), half an account by clap (`requires`).
+    pub fn turn_auth(&self) -> TurnAuth {
+        match (&self.turn_secret, &self.turn_username, &self.turn_password) {
+            (Some(secret), _, _) => TurnAuth::Secret(secret.as_bytes().to_vec()),
+            (None, Some(username), Some(password)) => TurnAuth::Static {
+                username: username.clone(),
+                password: password.clone(),
+            },
+            _ => TurnAuth::None,
+        }
+    }
+
     /// Rejects inconsistent flags at startup rather than handing browsers a
     /// configuration they silently ignore.
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -257,25 +347,12 @@ impl IceConfig {
             });
         }
         if !self.turn.is_empty() {
-            let creds = match (&self.turn_secret, &self.turn_username, &self.turn_password) {
-                (Some(secret), _, _) => Some(rest_credentials(
-                    secret.as_bytes(),
-                    name,
-                    self.turn_ttl,
-                    now,
-                )),
-                (None, Some(username), Some(credential)) => Some(TurnCredentials {
-                    username: username.clone(),
-                    credential: credential.clone(),
-                }),
-                // validate() refuses this; without credentials a TURN URL
-                // only makes browsers fail ICE gathering, so leave it out.
-                _ => None,
-            };
+            // validate() refuses TURN URLs without credentials; without them a TURN URL
+            // only makes browsers fail ICE gathering, so it is left out.
             if let Some(TurnCredentials {
                 username,
                 credential,
-            }) = creds
+            }) = self.turn_auth().credentials_for(name, self.turn_ttl, now)
             {
                 servers.push(IceServer {
                     urls: self.turn.clone(),
@@ -427,6 +504,55 @@ mod tests {
             .ice_servers("x", at(0))
             .is_empty()
         );
+    }
+
+    #[test]
+    fn one_turn_auth_for_the_login_reply_and_the_server() {
+        let ttl = Duration::from_secs(3600);
+        let mut cfg = IceConfig {
+            turn_ttl: ttl,
+            ..Default::default()
+        };
+        let none = cfg.turn_auth();
+        assert!(matches!(none, TurnAuth::None));
+        assert_eq!(none.credentials_for("x", ttl, at(0)), None);
+        assert_eq!(
+            none.expected_password("x", at(0)),
+            Err(CredentialError::UnknownUser)
+        );
+
+        cfg.turn_username = Some("u".into());
+        cfg.turn_password = Some("p".into());
+        let account = cfg.turn_auth();
+        assert_eq!(
+            account.credentials_for("x", ttl, at(0)),
+            Some(TurnCredentials {
+                username: "u".into(),
+                credential: "p".into(),
+            })
+        );
+        assert_eq!(account.expected_password("u", at(0)).as_deref(), Ok("p"));
+        assert_eq!(
+            account.expected_password("x", at(0)),
+            Err(CredentialError::UnknownUser)
+        );
+        assert_eq!(format!("{account:?}"), r#"Static { username: "u", .. }"#);
+
+        // What the login mints is what the server expects, until it expires.
+        cfg.turn_username = None;
+        cfg.turn_password = None;
+        cfg.turn_secret = Some("s".into());
+        let rest = cfg.turn_auth();
+        let minted = rest.credentials_for("x", ttl, at(1000)).expect("minted");
+        assert_eq!(
+            rest.expected_password(&minted.username, at(1000)),
+            Ok(minted.credential)
+        );
+        assert_eq!(
+            rest.expected_password(&minted.username, at(1000 + 3600)),
+            Err(CredentialError::Expired)
+        );
+        assert_eq!(format!("{rest:?}"), "Secret(..)");
     }
 
     #[test]

@@ -9,8 +9,13 @@
 //! - [`registry`]: who is online and how to reach them ([`registry::memory`], or
 //!   [`registry::redis`] for several nodes; what both hand to sessions is in
 //!   [`registry::mailbox`]).
-//! - [`ice`]: the STUN/TURN servers handed to clients, TURN REST credentials.
-//! - [`turn`]: the embedded TURN server (`--turn-server`).
+//! - [`ice`]: the STUN/TURN servers handed to clients, and TURN credentials: the scheme
+//!   ([`ice::TurnAuth`], read from the flags in one place, also what the embedded server
+//!   checks with) and the REST credentials minted from it.
+//! - [`turn`]: the embedded TURN server (`--turn-server`): config and start in `mod.rs`,
+//!   `auth`, `policy` (allowed peers), `gate` (refusals before the crate sees a request),
+//!   `relay` (guarded relay sockets, bandwidth cap), `tcp` (TURN over TCP), and `filter`
+//!   (the one `Conn` wrapper the gate and the relay guard plug into).
 //! - [`tls`]: HTTPS/WSS: certificate files or a stored self-signed certificate.
 //! - [`http`]: routes: web client, WebSocket, health, metrics.
 //! - [`metrics`]: Prometheus counters.

@@ -1,5 +1,6 @@
-//! Loopback tests of the embedded TURN server using the `turn` crate's own
-//! client. They need only 127.0.0.1.
+//! Loopback tests of the whole embedded TURN server (started with [`start`]) using the
+//! `turn` crate's own client. They need only 127.0.0.1. Tests of one part alone live
+//! in that part's file.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -7,6 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use ::turn::client::{Client, ClientConfig};
 use async_trait::async_trait;
+use stun::fingerprint::FINGERPRINT;
+use stun::message::{CLASS_REQUEST, METHOD_ALLOCATE, Message, MessageType, Setter};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, UdpSocket};
@@ -114,6 +117,34 @@ async fn refuses_wrong_and_expired_credentials() {
     );
 
     assert_eq!(h.allocation_count().await.expect("count"), 0);
+}
+
+#[tokio::test]
+async fn static_account_allocates_and_nothing_else_does() {
+    let (h, _stop) = server(|c| {
+        c.auth = TurnAuth::Static {
+            username: "shared".into(),
+            password: "pw".into(),
+        }
+    })
+    .await;
+    let account = |username: &str, credential: &str| TurnCredentials {
+        username: username.into(),
+        credential: credential.into(),
+    };
+    let client = udp_client(h.udp_addr, &account("shared", "pw")).await;
+    timeout(Duration::from_secs(5), client.allocate())
+        .await
+        .expect("in time")
+        .expect("the static account allocates");
+    for (username, password) in [("shared", "nope"), ("other", "pw")] {
+        let client = udp_client(h.udp_addr, &account(username, password)).await;
+        let r = timeout(Duration::from_secs(5), client.allocate())
+            .await
+            .expect("in time");
+        assert!(r.is_err(), "{username}/{password} must be refused");
+    }
+    assert_eq!(h.allocation_count().await.expect("count"), 1);
 }
 
 /// Sends from the relay to a loopback peer; returns the permission error (if
@@ -287,132 +318,6 @@ async fn start_refuses_open_relay_and_wildcard_without_external_ip() {
     let mut cfg = TurnConfig::local(TurnAuth::Secret(SECRET.to_vec()));
     cfg.listen_udp = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
     assert!(start(cfg, stop).await.is_err());
-}
-
-#[tokio::test]
-async fn guarded_relay_filters_both_directions() {
-    // Defence in depth below the permission check: even with a permission the
-    // relay socket itself neither sends to nor accepts from denied peers.
-    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .expect("bind");
-    let relay_addr = sock.local_addr().expect("addr");
-    let relay = GuardedRelay {
-        inner: Arc::new(sock),
-        policy: PeerPolicy {
-            allow_loopback: false,
-            allow_private: false,
-        },
-        bucket: None,
-    };
-    let peer = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .expect("peer");
-    assert!(
-        relay
-            .send_to(b"x", peer.local_addr().expect("addr"))
-            .await
-            .is_err()
-    );
-    peer.send_to(b"x", relay_addr).await.expect("send");
-    let mut buf = [0u8; 8];
-    assert!(
-        timeout(Duration::from_millis(200), relay.recv_from(&mut buf))
-            .await
-            .is_err(),
-        "must be dropped"
-    );
-}
-
-#[test]
-fn peer_policy() {
-    let deny = PeerPolicy {
-        allow_loopback: false,
-        allow_private: false,
-    };
-    let lan = PeerPolicy {
-        allow_loopback: false,
-        allow_private: true,
-    };
-    let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
-    for s in [
-        "127.0.0.1",
-        "::1",
-        "::ffff:127.0.0.1",
-        "10.1.2.3",
-        "172.16.0.1",
-        "192.168.1.1",
-        "100.64.0.1",
-        "169.254.169.254",
-        "fd00::1",
-        "fe80::1",
-        "0.0.0.0",
-        "::",
-        "224.0.0.1",
-        "255.255.255.255",
-        "::ffff:10.0.0.1",
-    ] {
-        assert!(!deny.allows(ip(s)), "{s} must be denied by default");
-    }
-    for s in [
-        "8.8.8.8",
-        "2001:4860:4860::8888",
-        "172.32.0.1",
-        "100.128.0.1",
-    ] {
-        assert!(deny.allows(ip(s)), "{s} is public");
-    }
-    assert!(lan.allows(ip("192.168.1.1")) && lan.allows(ip("fd00::1")));
-    assert!(!lan.allows(ip("127.0.0.1")) && !lan.allows(ip("224.0.0.1")));
-}
-
-#[test]
-fn xor_peer_address_decoding() {
-    use stun::xoraddr::XorMappedAddress;
-    for addr in ["192.0.2.1:32853", "[2001:db8::1]:443"] {
-        let addr: SocketAddr = addr.parse().expect("addr");
-        let mut m = Message::new();
-        m.new_transaction_id().expect("txid");
-        XorMappedAddress {
-            ip: addr.ip(),
-            port: addr.port(),
-        }
-        .add_to_as(&mut m, ATTR_XOR_PEER_ADDRESS)
-        .expect("encode");
-        let attr = m
-            .attributes
-            .0
-            .iter()
-            .find(|a| a.typ == ATTR_XOR_PEER_ADDRESS)
-            .expect("attr");
-        assert_eq!(
-            decode_xor_addr(&attr.value, &m.transaction_id.0),
-            Some(addr)
-        );
-    }
-    assert_eq!(decode_xor_addr(&[0, 1, 0], &[0; 12]), None);
-    assert_eq!(decode_xor_addr(&[0, 9, 0, 0, 1, 2, 3, 4], &[0; 12]), None);
-}
-
-#[tokio::test]
-async fn tcp_framing() {
-    // ChannelData 0x4001 with 5 bytes, padded to 8 on the wire, then a
-    // 20-byte STUN header with empty body.
-    let mut wire = vec![0x40, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0, 0];
-    wire.extend_from_slice(&[0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42]);
-    wire.extend_from_slice(&[9; 12]);
-    let mut r = &wire[..];
-    let mut f = Vec::new();
-    assert!(read_frame(&mut r, &mut f).await.expect("frame"));
-    assert_eq!(f, [0x40, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5]);
-    assert!(read_frame(&mut r, &mut f).await.expect("frame"));
-    assert_eq!(f.len(), 20);
-    assert!(!read_frame(&mut r, &mut f).await.expect("eof"));
-    let mut bad = &[0xC0u8, 0, 0, 0][..];
-    assert!(read_frame(&mut bad, &mut f).await.is_err());
-    let mut cd = vec![0x40, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5];
-    pad_for_stream(&mut cd);
-    assert_eq!(cd.len(), 12);
 }
 
 /// Client side of TURN over TCP for tests: one stream as a packet conn.

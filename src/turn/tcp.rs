@@ -1,0 +1,271 @@
+//! TURN over TCP (RFC 5766 §2.1): the `turn` crate reads from one packet connection,
+//! so [`TcpMux`] accepts the TCP clients and presents them as one, framing STUN and
+//! ChannelData messages off each byte stream (padding per §11.5).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use webrtc_util::Conn;
+
+/// Largest datagram the crate's read loop accepts (`INBOUND_MTU` upstream);
+/// longer TCP frames could only be truncated, so they are skipped.
+const MAX_FRAME: usize = 1500;
+/// TCP clients at once; each costs two tasks and a file descriptor.
+const MAX_TCP_CONNECTIONS: usize = 1024;
+/// A TURN client refreshes its allocation and ICE sends consent checks every
+/// few seconds, so a TCP connection silent this long is dead or hostile.
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// All TURN-over-TCP clients presented to the crate as one packet
+/// connection: `recv_from` yields whole STUN/ChannelData frames tagged with
+/// the client's address, `send_to` writes to that client's stream.
+pub struct TcpMux {
+    /// The listener's address, which the crate reports as the server's.
+    local: SocketAddr,
+    /// Frames from every client, tagged with its address. Bounded: when the crate's
+    /// read loop falls behind, the clients' readers wait (TCP pushes back to them).
+    /// An async mutex because `recv_from` holds it while it waits for a frame.
+    inbound: tokio::sync::Mutex<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
+    /// Each connected client's writer queue, which `send_to` looks up.
+    peers: Peers,
+    /// Stops the accept loop and every client's task.
+    cancel: CancellationToken,
+}
+
+/// Writer queues of the connected clients by address; each client's task removes its
+/// entry when it ends.
+type Peers = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
+
+impl TcpMux {
+    /// Accepts TCP clients on `listener` until `cancel` fires.
+    pub(super) fn spawn(
+        listener: TcpListener,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
+        let local = listener.local_addr()?;
+        let (in_tx, in_rx) = mpsc::channel(1024);
+        let peers = Peers::default();
+        let mux = Arc::new(TcpMux {
+            local,
+            inbound: tokio::sync::Mutex::new(in_rx),
+            peers: peers.clone(),
+            cancel: cancel.clone(),
+        });
+        let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+        tokio::spawn(async move {
+            loop {
+                let (stream, addr) = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    r = listener.accept() => match r {
+                        Ok(v) => v,
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            tracing::warn!("TURN TCP accept: {e}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    },
+                };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    tracing::warn!(%addr, "TURN TCP: too many connections");
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let (out_tx, out_rx) = mpsc::channel(256);
+                lock(&peers).insert(addr, out_tx);
+                tokio::spawn(serve_tcp(
+                    stream,
+                    addr,
+                    in_tx.clone(),
+                    out_rx,
+                    peers.clone(),
+                    cancel.clone(),
+                    permit,
+                ));
+            }
+        });
+        Ok(mux)
+    }
+}
+
+/// Locks the peer map. A poisoned lock only means a task panicked mid-update; a map of
+/// queues is still consistent.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One client: frames from its stream go to the mux's inbound queue, and its writer
+/// queue goes to its stream, until either side ends, it idles out or the mux closes.
+async fn serve_tcp(
+    stream: TcpStream,
+    addr: SocketAddr,
+    inbound: mpsc::Sender<(Vec<u8>, SocketAddr)>,
+    mut outbound: mpsc::Receiver<Vec<u8>>,
+    peers: Peers,
+    cancel: CancellationToken,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let reader = async {
+        let mut frame = Vec::with_capacity(MAX_FRAME);
+        loop {
+            match tokio::time::timeout(TCP_IDLE_TIMEOUT, read_frame(&mut rd, &mut frame)).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) | Err(_) => return,
+                Ok(Err(e)) => {
+                    tracing::debug!(%addr, "TURN TCP read: {e}");
+                    return;
+                }
+            }
+            if frame.len() > MAX_FRAME {
+                continue;
+            }
+            if inbound.send((frame.clone(), addr)).await.is_err() {
+                return;
+            }
+        }
+    };
+    let writer = async {
+        while let Some(mut frame) = outbound.recv().await {
+            pad_for_stream(&mut frame);
+            if wr.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = reader => {}
+        _ = writer => {}
+        _ = cancel.cancelled() => {}
+    }
+    // The allocation of this 5-tuple is left to expire (lifetime <= 10 min):
+    // the crate has no API to delete a single allocation by 5-tuple.
+    lock(&peers).remove(&addr);
+}
+
+/// Reads one STUN or ChannelData message off a TCP stream into `frame`.
+/// Returns `Ok(false)` on clean EOF between frames.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    frame: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    let mut hdr = [0u8; 4];
+    match r.read_exact(&mut hdr).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let len = usize::from(u16::from_be_bytes([hdr[2], hdr[3]]));
+    // The top two bits tell STUN (00) from ChannelData (01, channels
+    // 0x4000-0x7FFF); anything else means we lost framing.
+    let (body, keep) = match hdr[0] >> 6 {
+        0 => (16 + len, 20 + len),
+        1 => (len.div_ceil(4) * 4, 4 + len),
+        _ => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not STUN or ChannelData",
+            ));
+        }
+    };
+    frame.clear();
+    frame.extend_from_slice(&hdr);
+    frame.resize(4 + body, 0);
+    r.read_exact(&mut frame[4..]).await?;
+    // Drop ChannelData padding; the crate expects the exact length.
+    frame.truncate(keep);
+    Ok(true)
+}
+
+/// Over TCP, ChannelData must be padded to a multiple of four bytes
+/// (RFC 5766 §11.5); over UDP the crate sends it unpadded.
+pub fn pad_for_stream(frame: &mut Vec<u8>) {
+    if frame.first().is_some_and(|b| b >> 6 == 1) {
+        frame.resize(frame.len().div_ceil(4) * 4, 0);
+    }
+}
+
+#[async_trait]
+impl Conn for TcpMux {
+    async fn connect(&self, _addr: SocketAddr) -> webrtc_util::Result<()> {
+        Err(webrtc_util::Error::Other("TcpMux cannot connect".into()))
+    }
+    async fn recv(&self, buf: &mut [u8]) -> webrtc_util::Result<usize> {
+        Ok(self.recv_from(buf).await?.0)
+    }
+    async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
+        let mut rx = self.inbound.lock().await;
+        loop {
+            let Some((frame, addr)) = rx.recv().await else {
+                return Err(webrtc_util::Error::Other("TURN TCP listener closed".into()));
+            };
+            if let Some(dst) = buf.get_mut(..frame.len()) {
+                dst.copy_from_slice(&frame);
+                return Ok((frame.len(), addr));
+            }
+        }
+    }
+    async fn send(&self, _buf: &[u8]) -> webrtc_util::Result<usize> {
+        Err(webrtc_util::Error::Other(
+            "TcpMux needs a destination".into(),
+        ))
+    }
+    async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
+        let tx = lock(&self.peers).get(&target).cloned();
+        let Some(tx) = tx else {
+            return Err(webrtc_util::Error::Other(format!(
+                "no TCP connection from {target}"
+            )));
+        };
+        // try_send: a client that does not read must not stall the server's
+        // single read loop; its media is dropped like on a full UDP buffer.
+        let _ = tx.try_send(buf.to_vec());
+        Ok(buf.len())
+    }
+    fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
+        Ok(self.local)
+    }
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+    async fn close(&self) -> webrtc_util::Result<()> {
+        self.cancel.cancel();
+        Ok(())
+    }
+    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tcp_framing() {
+        // ChannelData 0x4001 with 5 bytes, padded to 8 on the wire, then a
+        // 20-byte STUN header with empty body.
+        let mut wire = vec![0x40, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0, 0];
+        wire.extend_from_slice(&[0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42]);
+        wire.extend_from_slice(&[9; 12]);
+        let mut r = &wire[..];
+        let mut f = Vec::new();
+        assert!(read_frame(&mut r, &mut f).await.expect("frame"));
+        assert_eq!(f, [0x40, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5]);
+        assert!(read_frame(&mut r, &mut f).await.expect("frame"));
+        assert_eq!(f.len(), 20);
+        assert!(!read_frame(&mut r, &mut f).await.expect("eof"));
+        let mut bad = &[0xC0u8, 0, 0, 0][..];
+        assert!(read_frame(&mut bad, &mut f).await.is_err());
+        let mut cd = vec![0x40, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5];
+        pad_for_stream(&mut cd);
+        assert_eq!(cd.len(), 12);
+    }
+}
