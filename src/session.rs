@@ -195,6 +195,7 @@ pub fn run<S, E>(
     ctx: Arc<Context>,
     id: u64,
     addr: SocketAddr,
+    permit: crate::metrics::ConnectionPermit,
 ) -> impl Future<Output = ()> + Send
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin + Send,
@@ -212,11 +213,11 @@ where
         kick: ctx.shutdown.child_token(),
         ctx,
     };
-    session.run(socket)
+    session.run(socket, permit)
 }
 
 impl Session {
-    async fn run<S, E>(mut self, mut socket: S)
+    async fn run<S, E>(mut self, mut socket: S, _permit: crate::metrics::ConnectionPermit)
     where
         S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
         E: StdError + Send + Sync + 'static,
@@ -224,7 +225,7 @@ impl Session {
         let end = self.serve(&mut socket).await;
         drop(socket);
         Box::pin(self.finish(end)).await;
-        self.ctx.metrics.connections_open.fetch_sub(1, Relaxed);
+        // `_permit` drops here, after the cleanup: the connection is uncounted last.
     }
 
     async fn serve<S, E>(&mut self, socket: &mut S) -> End
@@ -1010,7 +1011,8 @@ mod tests {
         let (outgoing, from_session) = mpsc::unbounded_channel();
         let pipe = Pipe { incoming, outgoing };
         let addr = "127.0.0.1:1".parse().expect("addr");
-        tokio::spawn(run(pipe, ctx.clone(), id, addr));
+        let permit = ctx.metrics.open_connection(usize::MAX).expect("no limit");
+        tokio::spawn(run(pipe, ctx.clone(), id, addr, permit));
         Peer {
             to_session,
             from_session,
