@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::ice::IceConfig;
 use crate::tls::TlsConfig;
@@ -158,10 +158,78 @@ impl Config {
         Ok(())
     }
 
-    /// The defaults, as if no option were given (handy in tests).
+    /// The documented defaults, as if no option were given and no `DUET_*` variable set,
+    /// listening on `listen` (handy in tests: the runner's environment does not leak in).
     pub fn default_for(listen: SocketAddr) -> Config {
-        let mut config = Config::parse_from(["duet"]);
+        // The same command `parse` builds, with every argument's env fallback removed,
+        // so the defaults come from the one place they are written: the attributes above.
+        let matches = Config::command()
+            .mut_args(|arg| arg.env(None))
+            .try_get_matches_from(["duet"])
+            .and_then(|matches| Config::from_arg_matches(&matches));
+        let mut config = matches.expect("no options given: the defaults parse");
         config.listen = listen;
         config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Set in the child process that [`default_for_ignores_duet_variables`] starts.
+    const CHILD: &str = "DUET_CONFIG_TEST_CHILD";
+
+    /// The child's half: `DUET_LISTEN` and friends are in this process's environment, as
+    /// they would be in a test runner's.
+    fn check_in_child() {
+        let listen: SocketAddr = "127.0.0.1:4321".parse().expect("addr");
+        // The variables are really there: a normal parse takes them.
+        let parsed = Config::try_parse_from(["duet"]).expect("parse");
+        assert_eq!(parsed.listen.to_string(), "10.9.8.7:1234");
+        assert_eq!(parsed.rate_limit, 7.0);
+        let config = Config::default_for(listen);
+        assert_eq!(config.listen, listen);
+        assert_eq!(config.rate_limit, 50.0);
+        assert_eq!(config.max_connections, 50_000);
+        assert_eq!(config.ping_interval, Duration::from_secs(20));
+        assert_eq!(config.redis_url, None);
+        assert_eq!(config.tls.data_dir, None);
+    }
+
+    #[test]
+    fn default_for_ignores_duet_variables() {
+        if std::env::var_os(CHILD).is_some() {
+            return check_in_child();
+        }
+        // The variables go into a child process (this test binary, running only this
+        // test) rather than into this one with `std::env::set_var`: other tests run in
+        // parallel threads here, and setting the environment while another thread reads
+        // it is undefined behaviour (hence `unsafe` in edition 2024).
+        let exe = std::env::current_exe().expect("test binary");
+        let output = std::process::Command::new(exe)
+            .args([
+                "config::tests::default_for_ignores_duet_variables",
+                "--exact",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .env("DUET_LISTEN", "10.9.8.7:1234")
+            .env("DUET_RATE_LIMIT", "7")
+            .env("DUET_MAX_CONNECTIONS", "3")
+            .env("DUET_PING_INTERVAL", "1s")
+            .env("DUET_REDIS_URL", "redis://127.0.0.1:1/")
+            .env("DUET_DATA_DIR", "/nonexistent")
+            .output()
+            .expect("run the test binary");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "child failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        // The child ran the test (a filter that matched nothing would succeed too).
+        assert!(stdout.contains("1 passed"), "{stdout}");
     }
 }

@@ -135,21 +135,14 @@ fn upgrade(
         )
             .into_response();
     }
-    let metrics = ctx.metrics.clone();
-    // Count the connection before the upgrade completes, so racing upgrades cannot
-    // overshoot the limit.
-    let open = metrics.connections_open.fetch_add(1, Relaxed) + 1;
-    if open > ctx.config.max_connections as i64 {
-        metrics.connections_open.fetch_sub(1, Relaxed);
-        metrics.connections_refused.fetch_add(1, Relaxed);
+    let Some(permit) = ctx.metrics.open_connection(ctx.config.max_connections) else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, "5")],
             "duet is at its connection limit; try again later.\n",
         )
             .into_response();
-    }
-    metrics.connections_total.fetch_add(1, Relaxed);
+    };
     let id = state.next_id.fetch_add(1, Relaxed);
     let limit = ctx.config.max_message_size;
     // tungstenite's default read buffer (128 KiB, allocated and zero-filled up front) would
@@ -159,14 +152,14 @@ fn upgrade(
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_failed_upgrade(move |e| {
-            metrics.connections_open.fetch_sub(1, Relaxed);
             debug!(id, error = %e, "websocket upgrade failed");
         })
-        // The session uncounts itself from `connections_open` when it ends.
+        // The permit lives in this callback until the session takes it. If the upgrade
+        // fails, axum drops the callback unrun, and the permit with it.
         .on_upgrade(move |socket| {
             state
                 .sessions
-                .track_future(session::run(socket, ctx, id, addr))
+                .track_future(session::run(socket, ctx, id, addr, permit))
         })
 }
 

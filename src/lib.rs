@@ -17,8 +17,11 @@
 //!   `relay` (guarded relay sockets, bandwidth cap), `tcp` (TURN over TCP), and `filter`
 //!   (the one `Conn` wrapper the gate and the relay guard plug into).
 //! - [`tls`]: HTTPS/WSS: certificate files or a stored self-signed certificate.
+//! - [`server`]: the accept loop and one TCP connection's life (first-byte and TLS
+//!   handshake deadlines, HTTP serving, graceful shutdown).
 //! - [`http`]: routes: web client, WebSocket, health, metrics.
-//! - [`metrics`]: Prometheus counters.
+//! - [`metrics`]: Prometheus counters, and the connection permit that counts open
+//!   WebSockets against `--max-connections`.
 //! - [`presence`]: the presence policy (who-is-online updates on or off).
 //!
 //! [`run`] is the whole server: it accepts connections until `shutdown` resolves, then
@@ -31,6 +34,7 @@ pub mod metrics;
 pub mod presence;
 pub mod protocol;
 pub mod registry;
+pub mod server;
 pub mod session;
 pub mod tls;
 pub mod turn;
@@ -40,17 +44,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use axum::extract::{ConnectInfo, Request};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 pub use config::Config;
 
@@ -77,13 +74,6 @@ pub async fn registry_for(config: &Config) -> anyhow::Result<Registry> {
     };
     Ok(Registry::Redis(RedisRegistry::start(options).await?))
 }
-
-/// How long a client gets to complete the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// How long a connection may take to send a request's headers (also the idle limit of a
-/// keep-alive connection between requests).
-const HTTP_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves duet on `listener` until `shutdown` completes.
 pub async fn run(
@@ -115,103 +105,22 @@ pub async fn run(
         next_id: Arc::new(AtomicU64::new(1)),
     };
     let sessions = state.sessions.clone();
-    let app = http::router(state);
     let connections = TaskTracker::new();
-    let mut builder = Builder::new(TokioExecutor::new());
-    // Without a timer hyper never times out a request that does not arrive, so idle or
-    // trickling TCP connections (which do not count towards --max-connections until they
-    // become WebSockets) could pile up without limit.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HTTP_HEADER_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
-
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    info!(addr = %listener.local_addr()?, scheme, "duet listening");
     let acceptor = tls.map(|tls| tls.acceptor);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, addr) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Typically EMFILE: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        // Signaling messages are small and latency-bound: never wait for Nagle.
-        if let Err(e) = stream.set_nodelay(true) {
-            debug!(error = %e, "set_nodelay failed");
-        }
-        let service = app.clone().map_request(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
-            req
-        });
-        let builder = builder.clone();
-        let cancel = cancel.clone();
-        let acceptor = acceptor.clone();
-        connections.spawn(async move {
-            let stream = match acceptor {
-                // hyper's header timeout starts with the first byte; a connection that
-                // never sends one is dropped here.
-                None => {
-                    match tokio::time::timeout(HTTP_HEADER_TIMEOUT, stream.peek(&mut [0])).await {
-                        Ok(Ok(1)) => Either::Left(stream),
-                        _ => {
-                            debug!(%addr, "no request within {HTTP_HEADER_TIMEOUT:?}; closing");
-                            return;
-                        }
-                    }
-                }
-                // The handshake runs in this task, not in the accept loop, and has a deadline:
-                // a client that stalls it (or a browser that rejects the certificate and hangs
-                // up) costs one task for a while, never the other users' connections.
-                Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-                    let result = tokio::select! {
-                        result = handshake => result,
-                        _ = cancel.cancelled() => return,
-                    };
-                    match result {
-                        // Boxed so that plain connections do not carry the size of a
-                        // TLS session (about a kilobyte) in every upgraded socket.
-                        Ok(Ok(tls)) => Either::Right(Box::new(tls)),
-                        Ok(Err(e)) => {
-                            debug!(%addr, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            debug!(%addr, "TLS handshake timed out");
-                            return;
-                        }
-                    }
-                }
-            };
-            let service = TowerToHyperService::new(service);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        debug!(%addr, error = %e, "http connection ended with an error");
-                    }
-                }
-                _ = cancel.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
-    }
+    server::serve(
+        listener,
+        http::router(state),
+        acceptor,
+        &connections,
+        &cancel,
+        shutdown,
+    )
+    .await?;
 
+    // `serve` has stopped accepting; now tell every connection, then wait with a
+    // deadline. The registry shuts down last: closing sessions still release their
+    // names in it.
     info!("shutting down: closing connections");
-    drop(listener);
     cancel.cancel();
     sessions.close();
     connections.close();

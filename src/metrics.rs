@@ -2,16 +2,22 @@
 //!
 //! Every label set is a small fixed enum (message kinds, error codes), so plain atomics in
 //! arrays do the job with no hashing or locking on the relay path.
+//!
+//! The open-connection gauge is also the `--max-connections` limit's state, so it moves
+//! only through a [`ConnectionPermit`]: taken in [`Metrics::open_connection`], given back
+//! when dropped.
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use crate::protocol::{ErrorCode, SignalKind};
 
 #[derive(Default)]
 pub struct Metrics {
-    /// WebSocket sessions currently open.
-    pub connections_open: AtomicI64,
+    /// WebSocket connections holding a [`ConnectionPermit`]: upgrading or in a session.
+    /// Private: only a permit counts it up or down.
+    connections_open: AtomicI64,
     /// WebSocket sessions accepted since start.
     pub connections_total: AtomicU64,
     /// Upgrades refused because `--max-connections` was reached.
@@ -33,7 +39,42 @@ fn kind_index(kind: SignalKind) -> usize {
     kind as usize
 }
 
+/// One WebSocket connection's place under `--max-connections`, counted in
+/// `duet_connections_open` for as long as the value lives. Whoever holds it holds the
+/// place: it moves from the upgrade into the session, and dropping it, on whatever path
+/// the connection ends (failed upgrade, session over, task dropped at shutdown), gives
+/// the place back.
+#[must_use = "the connection is uncounted as soon as the permit is dropped"]
+pub struct ConnectionPermit {
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        self.metrics.connections_open.fetch_sub(1, Relaxed);
+    }
+}
+
 impl Metrics {
+    /// Takes a place for one more WebSocket connection if fewer than `limit` are open;
+    /// counts it in `connections_total`, or in `connections_refused` when at the limit.
+    pub fn open_connection(self: &Arc<Self>, limit: usize) -> Option<ConnectionPermit> {
+        // Counted up before the check (and the permit made at once, so that the count
+        // comes down however this returns): racing upgrades cannot overshoot the limit.
+        let open = self.connections_open.fetch_add(1, Relaxed) + 1;
+        let permit = ConnectionPermit {
+            metrics: self.clone(),
+        };
+        if usize::try_from(open).is_ok_and(|open| open <= limit) {
+            self.connections_total.fetch_add(1, Relaxed);
+            Some(permit)
+        } else {
+            drop(permit);
+            self.connections_refused.fetch_add(1, Relaxed);
+            None
+        }
+    }
+
     pub fn relayed(&self, kind: SignalKind) {
         self.relayed[kind_index(kind)].fetch_add(1, Relaxed);
     }
@@ -143,5 +184,43 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(metrics: &Metrics) -> i64 {
+        metrics.connections_open.load(Relaxed)
+    }
+
+    #[test]
+    fn permits_count_up_to_the_limit_and_back_down_on_drop() {
+        let metrics = Arc::new(Metrics::default());
+        let a = metrics.open_connection(2).expect("first place");
+        let b = metrics.open_connection(2).expect("second place");
+        assert_eq!(open(&metrics), 2);
+        assert!(metrics.open_connection(2).is_none(), "over the limit");
+        assert_eq!(open(&metrics), 2, "a refusal takes no place");
+        assert_eq!(metrics.connections_refused.load(Relaxed), 1);
+        drop(a);
+        assert_eq!(open(&metrics), 1);
+        let c = metrics.open_connection(2).expect("the freed place");
+        drop((b, c));
+        assert_eq!(open(&metrics), 0);
+        assert_eq!(metrics.connections_total.load(Relaxed), 3);
+        assert!(
+            metrics
+                .render(0, None)
+                .contains("duet_connections_open 0\n")
+        );
+    }
+
+    #[test]
+    fn a_limit_beyond_i64_does_not_refuse() {
+        let metrics = Arc::new(Metrics::default());
+        assert!(metrics.open_connection(usize::MAX).is_some());
+        assert_eq!(open(&metrics), 0);
     }
 }

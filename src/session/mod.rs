@@ -35,7 +35,7 @@ use self::limits::{RateLimit, Verdict};
 use self::user::User;
 use crate::config::Config;
 use crate::ice::IceConfig;
-use crate::metrics::Metrics;
+use crate::metrics::{ConnectionPermit, Metrics};
 use crate::protocol::{self, ErrorCode, LeaveReason};
 use crate::registry::{Event, Registry};
 
@@ -114,7 +114,7 @@ struct Session {
 
 /// Serves one upgraded WebSocket until it closes, the client misbehaves, or the server
 /// shuts down. Cleans up after itself: the name is released, a call peer told, and the
-/// connection uncounted from `connections_open`.
+/// permit given back.
 ///
 /// Not an `async fn`: the socket goes straight into the one future that uses it, instead of
 /// being stored once as an argument and again in an inner future (an idle connection's
@@ -124,6 +124,7 @@ pub fn run<S, E>(
     ctx: Arc<Context>,
     id: u64,
     addr: SocketAddr,
+    permit: ConnectionPermit,
 ) -> impl Future<Output = ()> + Send
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin + Send,
@@ -139,11 +140,12 @@ where
         kick: ctx.shutdown.child_token(),
         ctx,
     };
-    session.run(socket)
+    session.run(socket, permit)
 }
 
 impl Session {
-    async fn run<S, E>(mut self, mut socket: S)
+    /// Holds `_permit` (this connection's place under `--max-connections`) to the end.
+    async fn run<S, E>(mut self, mut socket: S, _permit: ConnectionPermit)
     where
         S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
         E: StdError + Send + Sync + 'static,
@@ -151,7 +153,7 @@ impl Session {
         let end = self.serve(&mut socket).await;
         drop(socket);
         Box::pin(self.finish(end)).await;
-        self.ctx.metrics.connections_open.fetch_sub(1, Relaxed);
+        // `_permit` drops here, after the cleanup: the connection is uncounted last.
     }
 
     async fn serve<S, E>(&mut self, socket: &mut S) -> End
@@ -512,7 +514,8 @@ mod tests {
         let (outgoing, from_session) = mpsc::unbounded_channel();
         let pipe = Pipe { incoming, outgoing };
         let addr = "127.0.0.1:1".parse().expect("addr");
-        tokio::spawn(run(pipe, ctx.clone(), id, addr));
+        let permit = ctx.metrics.open_connection(usize::MAX).expect("no limit");
+        tokio::spawn(run(pipe, ctx.clone(), id, addr, permit));
         Peer {
             to_session,
             from_session,

@@ -1,0 +1,265 @@
+//! The listening socket: the accept loop, and one TCP connection's life from accept to
+//! close (first byte or TLS handshake, each with a deadline, then HTTP until the client
+//! leaves or the server shuts down).
+//!
+//! What a request does is [`crate::http`]'s business; a WebSocket that upgrades leaves
+//! this module's connection task and becomes a session (see [`crate::session`]).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+use tracing::{debug, info, warn};
+
+/// How long a client gets to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection may take to send a request's headers (also the idle limit of a
+/// keep-alive connection between requests).
+const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the accept loop waits after a failed `accept` before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What every connection task needs; cloned into each (all of it is cheap to clone).
+#[derive(Clone)]
+struct Shared {
+    app: Router,
+    http: Builder<TokioExecutor>,
+    /// `Some` for HTTPS/WSS.
+    tls: Option<TlsAcceptor>,
+    /// Cancelled on shutdown: handshakes are abandoned, HTTP connections shut down
+    /// gracefully.
+    shutdown: CancellationToken,
+}
+
+/// Accepts connections on `listener` until `shutdown` resolves, serving each in a task
+/// of `connections`; then drops the listener, so nothing new connects. `cancel` tells
+/// the connection tasks to finish; closing and waiting for `connections` is the caller's
+/// part of shutting down.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    connections: &TaskTracker,
+    cancel: &CancellationToken,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut http = Builder::new(TokioExecutor::new());
+    // Without a timer hyper never times out a request that does not arrive, so idle or
+    // trickling TCP connections (which do not count towards --max-connections until they
+    // become WebSockets) could pile up without limit.
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HTTP_HEADER_TIMEOUT);
+    http.http2().timer(TokioTimer::new());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(addr = %listener.local_addr()?, scheme, "duet listening");
+    let shared = Shared {
+        app,
+        http,
+        tls,
+        shutdown: cancel.clone(),
+    };
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        connections.spawn(serve_connection(stream, addr, shared.clone()));
+    }
+    drop(listener);
+    Ok(())
+}
+
+/// Serves one accepted TCP connection until it closes, or until shutdown has let its
+/// current requests finish.
+async fn serve_connection(stream: TcpStream, addr: SocketAddr, shared: Shared) {
+    // Signaling messages are small and latency-bound: never wait for Nagle.
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(error = %e, "set_nodelay failed");
+    }
+    let Shared {
+        app,
+        http,
+        tls,
+        shutdown,
+    } = shared;
+    let stream = match tls {
+        // hyper's header timeout starts with the first byte; a connection that never
+        // sends one is dropped here.
+        None => match tokio::time::timeout(HTTP_HEADER_TIMEOUT, stream.peek(&mut [0])).await {
+            Ok(Ok(1)) => Either::Left(stream),
+            _ => {
+                debug!(%addr, "no request within {HTTP_HEADER_TIMEOUT:?}; closing");
+                return;
+            }
+        },
+        // The handshake runs in this task, not in the accept loop, and has a deadline: a
+        // client that stalls it (or a browser that rejects the certificate and hangs up)
+        // costs one task for a while, never the other users' connections.
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let result = tokio::select! {
+                result = handshake => result,
+                _ = shutdown.cancelled() => return,
+            };
+            match result {
+                // Boxed so that plain connections do not carry the size of a TLS session
+                // (about a kilobyte) in every upgraded socket.
+                Ok(Ok(tls)) => Either::Right(Box::new(tls)),
+                Ok(Err(e)) => {
+                    debug!(%addr, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%addr, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+    };
+    let service = app.map_request(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
+        req
+    });
+    let service = TowerToHyperService::new(service);
+    let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                debug!(%addr, error = %e, "http connection ended with an error");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::oneshot;
+
+    use crate::Config;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    async fn metrics(addr: std::net::SocketAddr) -> String {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = String::new();
+        tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+            .await
+            .expect("metrics in time")
+            .expect("read");
+        response
+    }
+
+    /// Waits until `/metrics` contains `line`; panics with the last body after [`WAIT`].
+    async fn wait_for_metric(addr: std::net::SocketAddr, line: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let body = metrics(addr).await;
+            if body.lines().any(|l| l == line) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no `{line}` within {WAIT:?}:\n{body}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A WebSocket upgrade request sent by hand, the socket reset (RST, not FIN) right
+    /// after: the server's reply or its upgrade fails, or, if the upgrade wins the race, a
+    /// session starts and ends at once.
+    async fn upgrade_and_reset(addr: std::net::SocketAddr) {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_zero_linger().expect("SO_LINGER 0");
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        drop(stream);
+    }
+
+    /// Every way a WebSocket connection ends gives its `--max-connections` place back:
+    /// refused at the limit, upgrade failed (client gone), session over.
+    #[tokio::test]
+    async fn connection_permits_come_back_on_every_path() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut config = Config::default_for(addr);
+        config.max_connections = 2;
+        config.rate_limit = 0.0;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(crate::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        let url = format!("ws://{addr}/ws");
+        let connect = || tokio_tungstenite::connect_async(url.clone());
+
+        for round in 0..3 {
+            // Sessions hold their places; further upgrades are refused and take none.
+            let a = connect().await.expect("first connection");
+            let b = connect().await.expect("second connection");
+            wait_for_metric(addr, "duet_connections_open 2").await;
+            for _ in 0..10 {
+                match connect().await {
+                    Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                        assert_eq!(r.status(), 503, "round {round}");
+                    }
+                    other => panic!("round {round}: expected 503, got {other:?}"),
+                }
+            }
+            wait_for_metric(addr, "duet_connections_open 2").await;
+            // Sessions that end give their places back.
+            drop((a, b));
+            wait_for_metric(addr, "duet_connections_open 0").await;
+            // Upgrades whose client vanishes give theirs back too.
+            for _ in 0..20 {
+                upgrade_and_reset(addr).await;
+            }
+            wait_for_metric(addr, "duet_connections_open 0").await;
+        }
+        wait_for_metric(addr, "duet_connections_refused_total 30").await;
+        // The limit still admits exactly two.
+        let _a = connect().await.expect("a place after all that");
+        let _b = connect().await.expect("and a second");
+        wait_for_metric(addr, "duet_connections_open 2").await;
+
+        let _ = stop.send(());
+        server.await.expect("join").expect("run");
+    }
+}
