@@ -226,3 +226,115 @@ test('after a reconnect, name-taken (our old session not yet gone) is retried, n
   assert.match(ui.callStatus, /signed in again as bob/);
   assert.deepEqual(ui.users, ['alice']);
 });
+
+// ---- the attempt: what it started stops when it ends ------------------------
+
+const offerFrom = (name, sdp = 'o') => ({ type: 'offer', name, offer: { type: 'offer', sdp } });
+
+/** `name` rings us and we accept; returns the attempt's peer connection. */
+async function acceptCallFrom(name) {
+  ws.serverSend(offerFrom(name));
+  await ui.handlers.accept();
+  return last();
+}
+
+test('hanging up while our offer is still being made: the late offer is dropped, only the cancel goes out', async () => {
+  ui.handlers.call('alice'); // not awaited: its remaining steps end with the attempt
+  const pc = last();
+  ui.handlers.hangup();
+  await settle();
+  assert.deepEqual(ws.sent, [{ type: 'leave', name: 'alice', reason: 'cancelled' }]);
+  assert.equal(ui.callStatus, 'You cancelled the call to alice.');
+  assert.equal(ui.view, 'idle');
+  assert.equal(pc.closed, true);
+});
+
+test('the caller leaving while we make our answer: no answer and no leave of ours go out', async () => {
+  ws.serverSend(offerFrom('alice'));
+  ui.handlers.accept();
+  ws.serverSend({ type: 'leave', name: 'alice', reason: 'cancelled' });
+  await settle();
+  assert.deepEqual(ws.sent, []);
+  assert.equal(ui.callStatus, 'alice cancelled the call.');
+  assert.equal(ui.view, 'idle');
+});
+
+test('glare closes our outgoing attempt before the answering one starts', async () => {
+  await ui.handlers.call('alice');
+  const ours = last();
+  ws.serverSend(offerFrom('alice', 'theirs'));
+  await settle();
+  assert.equal(ours.closed, true);
+  assert.notEqual(last(), ours);
+  assert.deepEqual(last().remoteDescription, { type: 'offer', sdp: 'theirs' });
+  assert.equal(ui.view, 'connecting');
+});
+
+test('ringing is shown only for the peer we are calling, while we are still calling', async () => {
+  await ui.handlers.call('alice');
+  ws.serverSend({ type: 'ringing', name: 'mallory' });
+  assert.equal(ui.callStatus, 'Calling alice…');
+  ws.serverSend({ type: 'ringing', name: 'alice' });
+  assert.equal(ui.callStatus, 'Ringing alice…');
+  ws.serverSend({ type: 'answer', name: 'alice', answer: { type: 'answer', sdp: 'a' } });
+  ws.serverSend({ type: 'ringing', name: 'alice' });
+  assert.equal(ui.callStatus, 'alice answered; connecting…');
+});
+
+test('ICE failing while we still ring is said once the peer answers', async () => {
+  await ui.handlers.call('alice');
+  last().setFailed();
+  assert.equal(ui.callStatus, 'Calling alice…');
+  ws.serverSend({ type: 'answer', name: 'alice', answer: { type: 'answer', sdp: 'a' } });
+  assert.match(ui.callStatus, /a TURN server may be needed/);
+});
+
+test('answered but no media after 20 s: a TURN server may be needed; an ended call says nothing more', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+  await acceptCallFrom('alice');
+  t.mock.timers.tick(19_999);
+  assert.equal(ui.callStatus, 'Connecting to alice…');
+  t.mock.timers.tick(1);
+  assert.match(ui.callStatus, /a TURN server may be needed/);
+
+  ui.handlers.hangup();
+  await acceptCallFrom('alice');
+  ui.handlers.hangup();
+  t.mock.timers.tick(60_000);
+  assert.equal(ui.callStatus, 'Call with alice ended.');
+});
+
+test('media connected in time: the connect timeout stays quiet', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  (await acceptCallFrom('alice')).setConnected();
+  t.mock.timers.tick(60_000);
+  assert.equal(ui.callStatus, 'In a call with alice.');
+});
+
+test('in a call the timer and stats tick; once it ends they stop, and a late sample is dropped', async (t) => {
+  t.mock.timers.enable({ apis: ['setInterval'] });
+  const pc = await acceptCallFrom('alice');
+  pc.setConnected();
+  assert.equal(ui.view, 'connected');
+  assert.equal(ui.timer, '00:00');
+  assert.equal(ui.stats, 'waiting for video…');
+  pc.statsReply = Promise.resolve(new Map([['IT1', { id: 'IT1', type: 'inbound-rtp', kind: 'video', timestamp: 1, frameWidth: 640, frameHeight: 480 }]]));
+  t.mock.timers.tick(1000);
+  await settle();
+  assert.equal(pc.statsRequests, 1);
+  assert.equal(ui.stats, '640×480');
+  assert.equal(app.debugState.lastStats.width, 640);
+
+  let reply;
+  pc.statsReply = new Promise((ok) => (reply = ok));
+  t.mock.timers.tick(1000);
+  assert.equal(pc.statsRequests, 2);
+  ui.handlers.hangup();
+  reply(new Map([['IT1', { id: 'IT1', type: 'inbound-rtp', kind: 'video', timestamp: 2, frameWidth: 1280, frameHeight: 720 }]]));
+  await settle();
+  assert.equal(ui.stats, null, 'the sample that came back after the hang-up is not shown');
+  assert.equal(ui.timer, null);
+  t.mock.timers.tick(10_000);
+  assert.equal(pc.statsRequests, 2, 'no sampling after the call');
+  assert.equal(ui.timer, null, 'the timer is not shown again');
+});

@@ -77,6 +77,11 @@ export class FakePeerConnection extends EventTarget {
   getSenders() {
     return [];
   }
+  /** Counts the samples; `statsReply` (settable) is what each one gets. */
+  getStats() {
+    this.statsRequests = (this.statsRequests ?? 0) + 1;
+    return this.statsReply ?? Promise.resolve(new Map());
+  }
   close() {
     this.closed = true;
   }
@@ -107,6 +112,8 @@ export function fakeUi() {
     users: [],
     remoteStream: undefined,
     signalingUp: false,
+    timer: undefined,
+    stats: undefined,
     on(h) {
       Object.assign(ui.handlers, h);
     },
@@ -127,9 +134,9 @@ export function fakeUi() {
     setCallStatus(t) {
       ui.callStatus = t;
     },
-    setView(v, p) {
-      ui.view = v;
-      ui.peer = p;
+    setCallState(state, peer) {
+      ui.view = state;
+      ui.peer = peer;
     },
     setUsers(names) {
       ui.users = names;
@@ -141,8 +148,12 @@ export function fakeUi() {
     setMediaAvailable() {},
     setMicMuted() {},
     setCameraOff() {},
-    setTimer() {},
-    setStats() {},
+    setTimer(t) {
+      ui.timer = t;
+    },
+    setStats(t) {
+      ui.stats = t;
+    },
   };
   return ui;
 }

@@ -1,9 +1,8 @@
-// The call controller: the one place that knows the call state. It reacts to
-// server messages (from Signaling), to clicks (from the UI's handlers) and to
-// the peer connection (PeerCall events), and tells the UI what to show.
-//
-// States: idle -> outgoing (we ring) -> connecting -> connected -> idle
-//         idle -> incoming (we are rung) -> connecting -> connected -> idle
+// The call controller: the one place that knows the call state (CallState, in
+// call-state.js). It reacts to server messages (from Signaling), to clicks (from
+// the UI's handlers) and to the peer connection (PeerCall events), and tells the
+// UI what to show. Each call attempt is a CallAttempt that owns its timers and
+// its peer connection; what an attempt started stops when it closes.
 
 import {
   checkName,
@@ -13,8 +12,9 @@ import {
   endsCallAttempt,
   msg,
 } from './protocol.js';
+import { CallAttempt } from './attempt.js';
 import { PeerCall } from './call.js';
-import { View } from './ui.js';
+import { CallState, isAnswered } from './call-state.js';
 import { formatDuration, formatStats, summarizeStats } from './stats.js';
 import { backoffDelay } from './signaling.js';
 
@@ -50,15 +50,12 @@ export class App {
   #cameraOff = false;
 
   /**
-   * The current call attempt, or null when idle.
-   * @type {null | {
-   *   state: string, peer: string, role: 'caller' | 'callee', peerCall: PeerCall,
-   *   offer?: object, outbox: object[], canSend: boolean,
-   *   connectedAt?: number, timer?: any, statsTimer?: any, connectTimer?: any, lastStats?: object | null,
-   *   iceFailed?: boolean,
-   * }}
+   * The current call attempt, or null when idle. An attempt is closed exactly
+   * when it stops being this one (#endCall, or glare starting the next), so
+   * "still open" is "still current".
+   * @type {CallAttempt | null}
    */
-  #call = null;
+  #attempt = null;
 
   constructor({ signaling, ui, openMedia, options = {}, log = console.debug.bind(console) }) {
     this.#signaling = signaling;
@@ -84,11 +81,11 @@ export class App {
 
   /** Read-only snapshot for tests and debugging (window.duet.state). */
   get debugState() {
-    const c = this.#call;
+    const c = this.#attempt;
     return Object.freeze({
       name: this.#name,
       signaling: this.#signaling.isOpen ? 'open' : 'down',
-      call: c ? c.state : 'idle',
+      call: c ? c.state : CallState.IDLE,
       peer: c ? c.peer : null,
       role: c ? c.role : null,
       pc: c ? c.peerCall.pc : null,
@@ -125,8 +122,9 @@ export class App {
     this.#signaling.send(msg.login(checked.name));
   }
 
+  /** Ring a peer. Once the attempt is over its pending steps are dropped, and this never settles. */
   async startCall(raw) {
-    if (this.#call || !this.#name) return;
+    if (this.#attempt || !this.#name) return;
     const checked = checkName(raw);
     if (!checked.ok) {
       this.#ui.setCallStatus(checked.message, 'error');
@@ -137,55 +135,43 @@ export class App {
       return;
     }
     const peer = checked.name;
-    const call = this.#newCall(peer, 'caller', View.OUTGOING);
+    const attempt = this.#begin(peer, 'caller', CallState.OUTGOING);
     this.#ui.setCallStatus(`Calling ${peer}…`, 'info');
     try {
-      await this.#media;
-      const offer = await call.peerCall.makeOffer(this.#localStream);
-      if (this.#call !== call) return; // cancelled while we were preparing
-      this.#signaling.send(msg.offer(peer, offer));
-      this.#flushOutbox(call);
+      await this.#sendDescription(attempt, () => attempt.peerCall.makeOffer(this.#localStream), msg.offer);
     } catch (err) {
-      if (this.#call === call) this.#endCall(`Could not start the call: ${err?.message ?? err}`, 'error');
+      this.#endCall(attempt, `Could not start the call: ${err?.message ?? err}`, 'error');
     }
   }
 
+  /** Answer the ringing call. Once the attempt is over its pending steps are dropped, and this never settles. */
   async accept() {
-    const call = this.#call;
-    if (!call || call.state !== View.INCOMING) return;
-    this.#setState(call, View.CONNECTING);
-    this.#ui.setCallStatus(`Connecting to ${call.peer}…`, 'info');
+    const attempt = this.#attempt;
+    if (attempt?.state !== CallState.INCOMING) return;
+    this.#setState(attempt, CallState.CONNECTING);
+    this.#ui.setCallStatus(`Connecting to ${attempt.peer}…`, 'info');
     try {
-      await this.#media;
-      const answer = await call.peerCall.acceptOffer(call.offer, this.#localStream);
-      if (this.#call !== call) return;
-      this.#signaling.send(msg.answer(call.peer, answer));
-      this.#flushOutbox(call);
+      await this.#sendDescription(attempt, () => attempt.peerCall.acceptOffer(attempt.offer, this.#localStream), msg.answer);
     } catch (err) {
-      if (this.#call !== call) return;
-      this.#signaling.send(msg.leave(call.peer, 'hangup'));
-      this.#endCall(`Could not answer the call: ${err?.message ?? err}`, 'error');
+      this.#endCall(attempt, `Could not answer the call: ${err?.message ?? err}`, 'error', 'hangup');
     }
   }
 
   decline() {
-    const call = this.#call;
-    if (!call || call.state !== View.INCOMING) return;
-    this.#signaling.send(msg.leave(call.peer, 'declined'));
-    this.#endCall(`You declined the call from ${call.peer}.`, 'info');
+    const attempt = this.#attempt;
+    if (attempt?.state !== CallState.INCOMING) return;
+    this.#endCall(attempt, `You declined the call from ${attempt.peer}.`, 'info', 'declined');
   }
 
   hangUp() {
-    const call = this.#call;
-    if (!call) return;
-    if (call.state === View.INCOMING) {
+    const attempt = this.#attempt;
+    if (!attempt) return;
+    if (attempt.state === CallState.INCOMING) {
       this.decline();
-    } else if (call.state === View.OUTGOING) {
-      this.#signaling.send(msg.leave(call.peer, 'cancelled'));
-      this.#endCall(`You cancelled the call to ${call.peer}.`, 'info');
+    } else if (attempt.state === CallState.OUTGOING) {
+      this.#endCall(attempt, `You cancelled the call to ${attempt.peer}.`, 'info', 'cancelled');
     } else {
-      this.#signaling.send(msg.leave(call.peer, 'hangup'));
-      this.#endCall(`Call with ${call.peer} ended.`, 'info');
+      this.#endCall(attempt, `Call with ${attempt.peer} ended.`, 'info', 'hangup');
     }
   }
 
@@ -229,9 +215,10 @@ export class App {
       ? `Lost the connection to the server; reconnecting in ${seconds} s…`
       : `Cannot reach the server; retrying in ${seconds} s…`;
     this.#ui.setConnection(everOpened ? 'Reconnecting…' : 'Offline', 'error');
-    if (this.#call) {
+    const attempt = this.#attempt;
+    if (attempt) {
       // The server frees our name and tells the peer; the call cannot go on.
-      this.#endCall(`${text} The call with ${this.#call.peer} has ended.`, 'error');
+      this.#endCall(attempt, `${text} The call with ${attempt.peer} has ended.`, 'error');
     } else if (this.#name) {
       this.#ui.setCallStatus(text, 'error');
     } else {
@@ -254,7 +241,7 @@ export class App {
         return this.#onCandidate(m);
       case 'ringing':
         // The callee has our offer and is being asked; until now we only knew we dialled.
-        if (this.#call && this.#call.peer === m.name && this.#call.state === View.OUTGOING) {
+        if (this.#attempt?.peer === m.name && this.#attempt.state === CallState.OUTGOING) {
           this.#ui.setCallStatus(`Ringing ${m.name}…`, 'info');
         }
         return;
@@ -282,7 +269,7 @@ export class App {
       this.#ui.setLoginBusy(false);
       this.#ui.setLoginStatus('', 'info');
       this.#ui.showCallPage(this.#name);
-      this.#ui.setView(View.IDLE);
+      this.#ui.setCallState(CallState.IDLE);
       this.#ui.setCallStatus('Ready. Pick someone online or type a name to call.', 'ok');
       this.#media = this.#startMedia();
       return;
@@ -323,78 +310,74 @@ export class App {
   async #onOffer(m) {
     const from = m.name;
     if (typeof from !== 'string' || !m.offer) return;
-    const call = this.#call;
-    if (!call) {
-      const incoming = this.#newCall(from, 'callee', View.INCOMING);
-      incoming.offer = m.offer;
+    const attempt = this.#attempt;
+    if (!attempt) {
+      this.#begin(from, 'callee', CallState.INCOMING, m.offer);
       this.#ui.setCallStatus(`${from} is calling`, 'info');
       return;
     }
-    if (call.peer !== from) {
+    if (attempt.peer !== from) {
       // The server only pairs free users, so this is a stale message; ignore it.
-      this.#log('ignored an offer from', from, 'while in a call with', call.peer);
+      this.#log('ignored an offer from', from, 'while in a call with', attempt.peer);
       return;
     }
-    if (call.state === View.OUTGOING) {
+    if (attempt.state === CallState.OUTGOING) {
       // Both called each other at once. The server paired us; the side with the
       // larger name gives way and answers the other's offer.
       if (this.#name > from) {
-        call.peerCall.close();
-        const answering = this.#newCall(from, 'callee', View.INCOMING);
-        answering.offer = m.offer;
+        attempt.close();
+        this.#begin(from, 'callee', CallState.INCOMING, m.offer);
         await this.accept();
       }
       return;
     }
-    if (call.state === View.CONNECTING || call.state === View.CONNECTED) {
+    if (isAnswered(attempt.state)) {
       // Renegotiation within the call.
-      const answer = await call.peerCall.acceptOffer(m.offer);
-      if (this.#call === call) this.#signaling.send(msg.answer(from, answer));
+      const answer = await attempt.step(attempt.peerCall.acceptOffer(m.offer));
+      this.#signaling.send(msg.answer(from, answer));
     }
   }
 
   async #onAnswer(m) {
-    const call = this.#call;
-    if (!call || call.role !== 'caller' || !m.answer) return;
-    if (typeof m.name === 'string' && m.name !== call.peer) return;
-    if (call.state === View.OUTGOING) {
-      this.#setState(call, View.CONNECTING);
-      if (call.iceFailed) this.#ui.setCallStatus(ICE_FAILED_TEXT, 'error');
-      else this.#ui.setCallStatus(`${call.peer} answered; connecting…`, 'info');
+    const attempt = this.#attempt;
+    if (attempt?.role !== 'caller' || !m.answer) return;
+    if (typeof m.name === 'string' && m.name !== attempt.peer) return;
+    if (attempt.state === CallState.OUTGOING) {
+      this.#setState(attempt, CallState.CONNECTING);
+      if (attempt.iceFailed) this.#ui.setCallStatus(ICE_FAILED_TEXT, 'error');
+      else this.#ui.setCallStatus(`${attempt.peer} answered; connecting…`, 'info');
     }
     try {
-      await call.peerCall.applyAnswer(m.answer);
+      await attempt.step(attempt.peerCall.applyAnswer(m.answer));
     } catch (err) {
-      if (this.#call !== call) return;
-      this.#signaling.send(msg.leave(call.peer, 'hangup'));
-      this.#endCall(`The answer from ${call.peer} could not be used: ${err?.message ?? err}`, 'error');
+      this.#endCall(attempt, `The answer from ${attempt.peer} could not be used: ${err?.message ?? err}`, 'error', 'hangup');
     }
   }
 
   async #onCandidate(m) {
-    const call = this.#call;
-    if (!call || !m.candidate) return;
-    if (typeof m.name === 'string' && m.name !== call.peer) return;
-    await call.peerCall.addRemoteCandidate(m.candidate);
+    const attempt = this.#attempt;
+    if (!attempt || !m.candidate) return;
+    if (typeof m.name === 'string' && m.name !== attempt.peer) return;
+    await attempt.peerCall.addRemoteCandidate(m.candidate);
   }
 
   #onLeave(m) {
-    const call = this.#call;
-    if (!call) return;
-    if (typeof m.name === 'string' && m.name !== call.peer) return;
+    const attempt = this.#attempt;
+    if (!attempt) return;
+    if (typeof m.name === 'string' && m.name !== attempt.peer) return;
     // A callee who pressed Accept is in the call, even before media flows.
-    const phase = call.state === View.CONNECTED || call.state === View.CONNECTING ? 'connected' : 'ringing';
-    const text = describeLeave({ reason: m.reason, peer: call.peer, role: call.role, phase });
+    const phase = isAnswered(attempt.state) ? 'connected' : 'ringing';
+    const text = describeLeave({ reason: m.reason, peer: attempt.peer, role: attempt.role, phase });
     const kind = m.reason === 'hangup' || m.reason === undefined ? 'info' : 'error';
-    this.#endCall(text, kind);
+    this.#endCall(attempt, text, kind);
   }
 
   #onError(m) {
-    const call = this.#call;
+    const attempt = this.#attempt;
     const text = describeError(m);
-    if (call && endsCallAttempt(m) && (typeof m.name !== 'string' || m.name === call.peer)) {
-      if (call.state === View.OUTGOING) {
-        this.#endCall(text, 'error');
+    if (attempt && endsCallAttempt(m) && (typeof m.name !== 'string' || m.name === attempt.peer)) {
+      if (attempt.state === CallState.OUTGOING) {
+        this.#endCall(attempt, text, 'error');
         return;
       }
     }
@@ -413,96 +396,111 @@ export class App {
 
   // ---- call lifecycle -----------------------------------------------------
 
-  #newCall(peer, role, state) {
-    const call = { state, peer, role, peerCall: null, outbox: [], canSend: false, lastStats: null };
-    call.peerCall = new PeerCall({
-      iceServers: this.#iceServers,
-      relayOnly: !!this.#options.relayOnly,
-      log: this.#log,
-      sendCandidate: (candidate) => {
-        if (this.#call !== call) return;
-        // Hold our candidates until our offer/answer is out, so the server has
-        // paired us before the first candidate arrives.
-        if (call.canSend) this.#signaling.send(msg.candidate(call.peer, candidate));
-        else call.outbox.push(candidate);
-      },
+  /** Start an attempt and make it the current one. */
+  #begin(peer, role, state, offer = null) {
+    const attempt = new CallAttempt({
+      peer,
+      role,
+      state,
+      offer,
+      createPeerCall: (a) =>
+        new PeerCall({
+          iceServers: this.#iceServers,
+          relayOnly: !!this.#options.relayOnly,
+          log: this.#log,
+          sendCandidate: a.whileOpen((candidate) => this.#sendCandidate(a, candidate)),
+        }),
     });
-    const pc = call.peerCall;
-    pc.addEventListener('remotestream', (e) => {
-      if (this.#call === call) this.#ui.setRemoteStream(e.detail);
-    });
-    pc.addEventListener('connected', () => this.#onMediaConnected(call));
-    pc.addEventListener('icefailed', () => {
-      if (this.#call !== call) return;
-      call.iceFailed = true;
-      // While still ringing, keep "Calling …" up; say it once answered.
-      if (call.state !== View.OUTGOING) this.#ui.setCallStatus(ICE_FAILED_TEXT, 'error');
-    });
-    pc.addEventListener('statechange', (e) => {
-      if (this.#call !== call || call.state !== View.CONNECTED) return;
-      if (e.detail.connectionState === 'disconnected') {
-        this.#ui.setCallStatus(`Connection to ${call.peer} interrupted; trying to recover…`, 'error');
-      }
-    });
-    this.#call = call;
-    this.#ui.setView(state, peer);
-    return call;
+    const pc = attempt.peerCall;
+    pc.addEventListener('remotestream', attempt.whileOpen((e) => this.#ui.setRemoteStream(e.detail)));
+    pc.addEventListener('connected', attempt.whileOpen(() => this.#onMediaConnected(attempt)));
+    pc.addEventListener(
+      'icefailed',
+      attempt.whileOpen(() => {
+        attempt.iceFailed = true;
+        // While still ringing, keep "Calling …" up; say it once answered.
+        if (attempt.state !== CallState.OUTGOING) this.#ui.setCallStatus(ICE_FAILED_TEXT, 'error');
+      }),
+    );
+    pc.addEventListener(
+      'statechange',
+      attempt.whileOpen((e) => {
+        if (attempt.state === CallState.CONNECTED && e.detail.connectionState === 'disconnected') {
+          this.#ui.setCallStatus(`Connection to ${attempt.peer} interrupted; trying to recover…`, 'error');
+        }
+      }),
+    );
+    this.#attempt = attempt;
+    this.#ui.setCallState(state, peer);
+    return attempt;
   }
 
-  #flushOutbox(call) {
-    call.canSend = true;
-    for (const candidate of call.outbox.splice(0)) {
-      this.#signaling.send(msg.candidate(call.peer, candidate));
+  /**
+   * Our offer or answer (`make`, run once local media is settled), then the
+   * candidates held back for it. Throws what `make` throws; does nothing more
+   * once the attempt is over.
+   */
+  async #sendDescription(attempt, make, message) {
+    await attempt.step(this.#media);
+    const description = await attempt.step(make());
+    this.#signaling.send(message(attempt.peer, description));
+    const held = attempt.heldCandidates ?? [];
+    attempt.heldCandidates = null;
+    for (const candidate of held) this.#sendCandidate(attempt, candidate);
+  }
+
+  #sendCandidate(attempt, candidate) {
+    if (attempt.heldCandidates) attempt.heldCandidates.push(candidate);
+    else this.#signaling.send(msg.candidate(attempt.peer, candidate));
+  }
+
+  #setState(attempt, state) {
+    attempt.state = state;
+    // Attempts only move forward, so this timer starts at most once per attempt.
+    if (state === CallState.CONNECTING) {
+      attempt.after(CONNECT_TIMEOUT_MS, () => {
+        if (attempt.state === CallState.CONNECTING) this.#ui.setCallStatus(ICE_FAILED_TEXT, 'error');
+      });
     }
+    this.#ui.setCallState(state, attempt.peer);
   }
 
-  #setState(call, state) {
-    call.state = state;
-    if (state === View.CONNECTING && !call.connectTimer) {
-      call.connectTimer = setTimeout(() => {
-        if (this.#call === call && call.state === View.CONNECTING) this.#ui.setCallStatus(ICE_FAILED_TEXT, 'error');
-      }, CONNECT_TIMEOUT_MS);
-    }
-    this.#ui.setView(state, call.peer);
-  }
-
-  #onMediaConnected(call) {
-    if (this.#call !== call) return;
-    if (call.state !== View.CONNECTED) {
-      this.#setState(call, View.CONNECTED);
-      call.connectedAt = performance.now();
-      call.timer = setInterval(() => this.#ui.setTimer(formatDuration(performance.now() - call.connectedAt)), TIMER_INTERVAL_MS);
-      call.statsTimer = setInterval(() => this.#sampleStats(call), STATS_INTERVAL_MS);
+  #onMediaConnected(attempt) {
+    if (attempt.state !== CallState.CONNECTED) {
+      this.#setState(attempt, CallState.CONNECTED);
+      const connectedAt = performance.now();
+      attempt.every(TIMER_INTERVAL_MS, () => this.#ui.setTimer(formatDuration(performance.now() - connectedAt)));
+      attempt.every(STATS_INTERVAL_MS, () => this.#sampleStats(attempt));
       this.#ui.setTimer(formatDuration(0));
       this.#ui.setStats('waiting for video…');
     }
-    this.#ui.setCallStatus(`In a call with ${call.peer}.`, 'ok');
+    this.#ui.setCallStatus(`In a call with ${attempt.peer}.`, 'ok');
   }
 
-  async #sampleStats(call) {
-    if (this.#call !== call) return;
+  async #sampleStats(attempt) {
     try {
-      const report = await call.peerCall.pc.getStats();
-      if (this.#call !== call) return;
-      call.lastStats = summarizeStats(report.values(), call.lastStats);
-      this.#ui.setStats(formatStats(call.lastStats));
+      const report = await attempt.step(attempt.peerCall.pc.getStats());
+      attempt.lastStats = summarizeStats(report.values(), attempt.lastStats);
+      this.#ui.setStats(formatStats(attempt.lastStats));
     } catch (err) {
       this.#log('getStats failed', err);
     }
   }
 
-  #endCall(text, kind) {
-    const call = this.#call;
-    if (!call) return;
-    this.#call = null;
-    clearInterval(call.timer);
-    clearInterval(call.statsTimer);
-    clearTimeout(call.connectTimer);
-    call.peerCall.close();
+  /**
+   * End `attempt` (the current one) and show `text`; nothing if it is already over.
+   * @param {string | null} [leave] the reason to tell the peer; null when the
+   *   peer or the server ended it
+   */
+  #endCall(attempt, text, kind, leave = null) {
+    if (attempt.closed) return;
+    if (leave) this.#signaling.send(msg.leave(attempt.peer, leave));
+    attempt.close();
+    this.#attempt = null;
     this.#ui.setRemoteStream(null);
     this.#ui.setTimer(null);
     this.#ui.setStats(null);
-    this.#ui.setView(View.IDLE);
+    this.#ui.setCallState(CallState.IDLE);
     this.#ui.setCallStatus(text, kind);
   }
 
@@ -517,7 +515,7 @@ export class App {
       video: !!stream?.getVideoTracks().length,
     });
     this.#applyToggles();
-    if (problem && !this.#call) this.#ui.setCallStatus(problem, 'error');
+    if (problem && !this.#attempt) this.#ui.setCallStatus(problem, 'error');
     else if (problem) this.#log(problem);
     return stream;
   }

@@ -2,13 +2,18 @@
 // the handlers it is given. It holds no call logic and talks to no server.
 // Every name or server text goes in with textContent, never innerHTML.
 
-/** Call states the page knows how to show (the controller owns the real state). */
-export const View = Object.freeze({
-  IDLE: 'idle', // ready to call
-  OUTGOING: 'outgoing', // we are ringing someone
-  INCOMING: 'incoming', // someone rings us
-  CONNECTING: 'connecting', // answered, media not flowing yet
-  CONNECTED: 'connected',
+import { CallState } from './call-state.js';
+
+/**
+ * How the page shows each of the controller's call states: the line over the
+ * remote video, and which controls work (dialling also needs the server).
+ */
+const SHOWN = Object.freeze({
+  [CallState.IDLE]: { label: () => 'No one on the line', dial: true, hangUp: null, incoming: false },
+  [CallState.OUTGOING]: { label: (peer) => `Calling ${peer}…`, dial: false, hangUp: 'Cancel', incoming: false },
+  [CallState.INCOMING]: { label: () => '', dial: false, hangUp: null, incoming: true },
+  [CallState.CONNECTING]: { label: (peer) => `Connecting to ${peer}…`, dial: false, hangUp: 'Hang up', incoming: false },
+  [CallState.CONNECTED]: { label: (peer) => peer ?? '', dial: false, hangUp: 'Hang up', incoming: false },
 });
 
 export function createUi(doc = document) {
@@ -50,7 +55,7 @@ export function createUi(doc = document) {
 
   let handlers = {};
   let signalingUp = false;
-  let view = View.IDLE;
+  let callState = CallState.IDLE;
   const call = (name, ...args) => handlers[name]?.(...args);
 
   el.loginForm.addEventListener('submit', (event) => {
@@ -80,18 +85,17 @@ export function createUi(doc = document) {
   }
 
   function refreshControls() {
-    const idle = view === View.IDLE;
-    const inCall = view === View.CONNECTING || view === View.CONNECTED;
-    el.callBtn.disabled = !idle || !signalingUp;
-    el.callToUsernameInput.disabled = !idle;
-    el.hangUpBtn.disabled = !(inCall || view === View.OUTGOING);
-    el.hangUpBtn.textContent = view === View.OUTGOING ? 'Cancel' : 'Hang up';
-    el.incomingPanel.hidden = view !== View.INCOMING;
-    el.acceptBtn.disabled = view !== View.INCOMING;
-    el.declineBtn.disabled = view !== View.INCOMING;
-    el.callPage.dataset.state = view;
+    const shown = SHOWN[callState];
+    el.callBtn.disabled = !shown.dial || !signalingUp;
+    el.callToUsernameInput.disabled = !shown.dial;
+    el.hangUpBtn.disabled = shown.hangUp === null;
+    el.hangUpBtn.textContent = shown.hangUp ?? 'Hang up';
+    el.incomingPanel.hidden = !shown.incoming;
+    el.acceptBtn.disabled = !shown.incoming;
+    el.declineBtn.disabled = !shown.incoming;
+    el.callPage.dataset.state = callState;
     for (const button of el.userList.querySelectorAll('button[data-name]')) {
-      button.disabled = !idle || !signalingUp;
+      button.disabled = !shown.dial || !signalingUp;
     }
   }
 
@@ -139,20 +143,14 @@ export function createUi(doc = document) {
       setStatus(el.callStatus, text, kind);
     },
 
-    /** @param {string} state one of View  @param {string | null} peer */
-    setView(state, peer = null) {
-      view = state;
-      if (state === View.INCOMING) el.incomingText.textContent = `${peer} is calling`;
-      const label = {
-        [View.IDLE]: 'No one on the line',
-        [View.OUTGOING]: `Calling ${peer}…`,
-        [View.INCOMING]: '',
-        [View.CONNECTING]: `Connecting to ${peer}…`,
-        [View.CONNECTED]: peer ?? '',
-      }[state];
-      el.remoteLabel.textContent = label;
+    /** @param {string} state a CallState  @param {string | null} peer who the call is with */
+    setCallState(state, peer = null) {
+      callState = state;
+      const shown = SHOWN[state];
+      if (shown.incoming) el.incomingText.textContent = `${peer} is calling`;
+      el.remoteLabel.textContent = shown.label(peer);
       refreshControls();
-      if (state === View.INCOMING) el.acceptBtn.focus({ preventScroll: true });
+      if (shown.incoming) el.acceptBtn.focus({ preventScroll: true });
     },
 
     /** Online users, without ourselves. */
