@@ -6,8 +6,9 @@
 //! - nothing is relayed outside a call: an `answer`, `candidate` or renegotiation `offer`
 //!   is only sent to and delivered from the call peer;
 //! - a user is never in a call with themselves;
-//! - once every message has been delivered, the two sides of a call agree: if A is in a
-//!   call with B, B is in a call with A (no one is left connected or ringing alone).
+//! - once every message has been delivered and every ring has timed out, the two sides
+//!   of a call agree: if A is in a call with B, B is in a call with A (no one is left
+//!   connected or ringing alone).
 #![no_main]
 
 use std::collections::VecDeque;
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use duet::protocol::{ErrorCode, Name, SignalKind};
-use duet::session::call::{self, Call, Incoming};
+use duet::session::call::{self, Bounced, Call, Incoming};
 use libfuzzer_sys::fuzz_target;
 use tokio::time::Instant;
 
@@ -106,14 +107,7 @@ impl World {
                 self.queues[who][target].push_back(Wire::Signal(SignalKind::Leave));
             }
             Step::RingTimeout { who } => {
-                let who = usize::from(who) % USERS;
-                let Some(deadline) = self.calls[who].deadline() else { return };
-                let Some(peer) = call::ring_timed_out(&self.calls[who], deadline) else {
-                    panic!("a call with a deadline did not time out at it");
-                };
-                let peer = self.index(peer);
-                self.calls[who] = Call::Idle;
-                self.queues[who][peer].push_back(Wire::Signal(SignalKind::Leave));
+                self.time_out(usize::from(who) % USERS);
             }
             Step::Deliver { from, to } => {
                 let (from, to) = (usize::from(from) % USERS, usize::from(to) % USERS);
@@ -128,7 +122,7 @@ impl World {
     fn deliver(&mut self, from: usize, to: usize, wire: Wire) {
         let from_name = self.names[from].clone();
         match wire {
-            Wire::Signal(kind) => match call::incoming(&self.calls[to], kind, &from_name) {
+            Wire::Signal(kind) => match call::incoming(&self.calls[to], kind, &from_name, self.now, RING) {
                 Incoming::Deliver { next, .. } => {
                     if kind != SignalKind::Offer || self.calls[to] != Call::Idle {
                         assert_eq!(
@@ -147,11 +141,25 @@ impl World {
                 Incoming::Drop => assert_eq!(kind, SignalKind::Leave, "only a leave is dropped"),
             },
             Wire::Bounce { code, request } => {
-                if let Some(next) = call::bounced(&self.calls[to], &from_name, request, code) {
-                    self.calls[to] = next;
+                if call::bounced(&self.calls[to], &from_name, request, code) != Bounced::Unchanged {
+                    self.calls[to] = Call::Idle;
                 }
             }
         }
+    }
+
+    /// `who`'s ring deadline passes: the unanswered call ends, the peer is told.
+    fn time_out(&mut self, who: usize) -> bool {
+        let Some(deadline) = self.calls[who].deadline() else {
+            return false;
+        };
+        let Some(peer) = call::ring_timed_out(&self.calls[who], deadline) else {
+            panic!("a call with a deadline did not time out at it");
+        };
+        let peer = self.index(peer);
+        self.calls[who] = Call::Idle;
+        self.queues[who][peer].push_back(Wire::Signal(SignalKind::Leave));
+        true
     }
 
     fn check(&self) {
@@ -205,6 +213,13 @@ fuzz_target!(|steps: Vec<Step>| {
     for step in steps.into_iter().take(256) {
         world.step(step);
     }
-    world.settle();
+    // Deliver everything, let every ring time out, until nothing changes.
+    loop {
+        world.settle();
+        let timed_out = (0..USERS).map(|who| world.time_out(who)).fold(false, |a, b| a | b);
+        if !timed_out {
+            break;
+        }
+    }
     world.check_settled();
 });

@@ -7,26 +7,40 @@
 //! | input | state | decision |
 //! |---|---|---|
 //! | we send `offer` to X | idle | enter `Calling X`, send (back to idle if it fails) |
-//! | we send `offer` to X | in a call with X | send (renegotiation) |
+//! | we send `offer` to X | in a call with X | send (renegotiation; glare while ringing) |
 //! | we send `offer` to X | in a call with Y | refuse `already-in-call` |
 //! | we send `offer` to ourselves | any | refuse `cannot-call-self` |
 //! | we send `answer`/`candidate` to X | in a call with X | send; an answer connects |
 //! | we send `answer`/`candidate` to X | otherwise | refuse (`not-in-call` or `not-online`) |
 //! | we send `leave` to X (or to no one: our peer) | in a call with X | idle, send |
-//! | we get `offer` from X | idle | `Ringing X`, deliver, tell X it rings |
+//! | we get `offer` from X | idle | `Ringing X` (for the ring timeout and a grace), deliver, tell X it rings |
 //! | we get `offer` from X | in a call with X | deliver (renegotiation, or glare) |
 //! | we get `offer` from X | in a call with Y | bounce `busy` to X |
-//! | we get `answer` from X | in a call with X | `Connected X`, deliver |
+//! | we get `answer` from X | `Calling X` or `Connected X` | `Connected X`, deliver |
+//! | we get `answer` from X | `Ringing X`, and we offered X since (glare) | `Connected X`, deliver |
+//! | we get `answer` from X | `Ringing X`, we did not offer | bounce `not-in-call` (it answers an offer of ours that is over) |
 //! | we get `candidate` from X | in a call with X | deliver |
 //! | we get `leave` from X | in a call with X | idle, deliver |
 //! | we get `leave` from X | otherwise | drop (that call is already over here) |
 //! | we get anything else from X | otherwise | bounce `not-in-call` to X |
 //! | X refused our `offer` (not `not-in-call`) | `Calling X` | idle |
-//! | the ring deadline passes | `Calling X` | idle, tell X and us `no-answer` |
+//! | X answers anything of ours with `not-in-call` (or a renegotiation with `busy`) | in a call with X | idle, our client gets `leave` from X |
+//! | the ring deadline passes | `Calling X` or `Ringing X` | idle, tell X and us `no-answer` |
+//!
+//! Without call ids in the protocol, messages that cross can leave the two sides out of
+//! step (the call-rules fuzz target found one: a caller's `no-answer` crossing the
+//! callee's own offer back left the caller ringing alone). The last two rows bring them
+//! back in step: a callee does not ring for ever, and a call the peer says does not exist
+//! ends here too.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// How much longer than the ring timeout an incoming call rings. The caller's own timer
+/// (which started first) normally ends the attempt; the callee's only ends a ring whose
+/// caller is no longer calling, so it must not win the race.
+pub const RING_GRACE: Duration = Duration::from_secs(5);
 
 use crate::protocol::{ErrorCode, Name, SignalKind};
 
@@ -39,9 +53,14 @@ pub enum Call {
         peer: Name,
         deadline: Instant,
     },
-    /// We received an offer and have not answered yet.
+    /// We received an offer and have not answered yet; rings until `deadline` (the ring
+    /// timeout plus [`RING_GRACE`]).
     Ringing {
         peer: Name,
+        deadline: Instant,
+        /// We sent an offer of our own since (glare: ours crossed theirs), so an answer
+        /// from the peer may answer it.
+        offered: bool,
     },
     /// Answered.
     Connected {
@@ -54,16 +73,16 @@ impl Call {
     pub fn peer(&self) -> Option<&Name> {
         match self {
             Call::Idle => None,
-            Call::Calling { peer, .. } | Call::Ringing { peer } | Call::Connected { peer } => {
+            Call::Calling { peer, .. } | Call::Ringing { peer, .. } | Call::Connected { peer } => {
                 Some(peer)
             }
         }
     }
 
-    /// When an unanswered outgoing call gives up.
+    /// When an unanswered call gives up.
     pub fn deadline(&self) -> Option<Instant> {
         match self {
-            Call::Calling { deadline, .. } => Some(*deadline),
+            Call::Calling { deadline, .. } | Call::Ringing { deadline, .. } => Some(*deadline),
             _ => None,
         }
     }
@@ -119,8 +138,22 @@ pub fn outgoing(
 ) -> Result<Send, Refusal> {
     match (kind, call.peer()) {
         (SignalKind::Offer, _) if to == me => Err(Refusal::CannotCallSelf),
-        // A new offer within the pair: renegotiation.
-        (SignalKind::Offer, Some(peer)) if peer == to => Ok(Send::PLAIN),
+        // A new offer within the pair: renegotiation, or glare while it rings here.
+        (SignalKind::Offer, Some(peer)) if peer == to => Ok(match call {
+            Call::Ringing {
+                peer,
+                deadline,
+                offered: false,
+            } => Send {
+                before: Some(Call::Ringing {
+                    peer: peer.clone(),
+                    deadline: *deadline,
+                    offered: true,
+                }),
+                ..Send::PLAIN
+            },
+            _ => Send::PLAIN,
+        }),
         (SignalKind::Offer, Some(peer)) => Err(Refusal::AlreadyInCall { peer: peer.clone() }),
         (SignalKind::Offer, None) => Ok(Send {
             before: Some(Call::Calling {
@@ -165,8 +198,14 @@ pub enum Incoming {
     Drop,
 }
 
-/// A signaling message of `kind` from `from` arrived.
-pub fn incoming(call: &Call, kind: SignalKind, from: &Name) -> Incoming {
+/// A signaling message of `kind` from `from` arrived at `now`.
+pub fn incoming(
+    call: &Call,
+    kind: SignalKind,
+    from: &Name,
+    now: Instant,
+    ring_timeout: Duration,
+) -> Incoming {
     let deliver = |next: Option<Call>| Incoming::Deliver {
         next,
         ring_back: false,
@@ -174,10 +213,19 @@ pub fn incoming(call: &Call, kind: SignalKind, from: &Name) -> Incoming {
     let from_peer = call.is_with(from);
     match kind {
         SignalKind::Offer if *call == Call::Idle => Incoming::Deliver {
-            next: Some(Call::Ringing { peer: from.clone() }),
+            next: Some(Call::Ringing {
+                peer: from.clone(),
+                deadline: now + ring_timeout + RING_GRACE,
+                offered: false,
+            }),
             ring_back: true,
         },
         SignalKind::Offer if !from_peer => Incoming::Bounce(ErrorCode::Busy),
+        // Ringing, and we have not offered in this call: the answer is to an earlier offer
+        // of ours whose attempt ended (timed out or hung up) while the answer was on its way.
+        SignalKind::Answer if matches!(call, Call::Ringing { offered: false, .. }) => {
+            Incoming::Bounce(ErrorCode::NotInCall)
+        }
         SignalKind::Answer if from_peer => deliver(Some(Call::Connected { peer: from.clone() })),
         SignalKind::Leave if from_peer => deliver(Some(Call::Idle)),
         SignalKind::Leave => Incoming::Drop,
@@ -186,21 +234,42 @@ pub fn incoming(call: &Call, kind: SignalKind, from: &Name) -> Incoming {
     }
 }
 
-/// `from` refused our `request` with `code`: the state to enter, if it changes. A refused
-/// offer ends our attempt to call them, except `not-in-call` (a renegotiation offer that
-/// crossed their hang-up: their `leave` ends the call).
-pub fn bounced(call: &Call, from: &Name, request: SignalKind, code: ErrorCode) -> Option<Call> {
-    let ends_attempt = request == SignalKind::Offer
-        && code != ErrorCode::NotInCall
-        && matches!(call, Call::Calling { peer, .. } if peer == from);
-    ends_attempt.then_some(Call::Idle)
+/// What a refusal from the peer does to our call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bounced {
+    Unchanged,
+    /// Our offer was refused: the attempt is over (the error tells our client why).
+    AttemptOver,
+    /// The peer has no call with us: ours ends too, as if they had hung up. Messages
+    /// between two users stay in order, so a `leave` of theirs would have arrived before
+    /// this refusal; none did, so the two sides were out of step.
+    CallOver,
 }
 
-/// The ring deadline check at `now`: the callee to tell `no-answer`, if our attempt is
-/// over. The state after is idle.
+/// `from` refused our `request` with `code`. A refused offer ends our attempt to call
+/// them; `not-in-call` or `busy` from the peer of an answered or ringing call ends it.
+pub fn bounced(call: &Call, from: &Name, request: SignalKind, code: ErrorCode) -> Bounced {
+    if !call.is_with(from) {
+        return Bounced::Unchanged;
+    }
+    let calling = matches!(call, Call::Calling { .. });
+    match code {
+        ErrorCode::Busy if calling => Bounced::AttemptOver,
+        ErrorCode::NotInCall | ErrorCode::Busy => Bounced::CallOver,
+        _ if calling && request == SignalKind::Offer => Bounced::AttemptOver,
+        _ => Bounced::Unchanged,
+    }
+}
+
+/// The ring deadline check at `now`: the peer to tell `no-answer`, if the unanswered call
+/// is over. The state after is idle.
 pub fn ring_timed_out(call: &Call, now: Instant) -> Option<&Name> {
     match call {
-        Call::Calling { peer, deadline } if now >= *deadline => Some(peer),
+        Call::Calling { peer, deadline } | Call::Ringing { peer, deadline, .. }
+            if now >= *deadline =>
+        {
+            Some(peer)
+        }
         _ => None,
     }
 }
@@ -210,6 +279,25 @@ mod tests {
     use super::*;
 
     const RING: Duration = Duration::from_secs(30);
+
+    /// One instant for the whole test, so deadlines compare equal.
+    fn t0() -> Instant {
+        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *T0.get_or_init(Instant::now)
+    }
+
+    /// The state of a callee that got `from`'s offer at `t0`.
+    fn ringing(from: &str) -> Call {
+        Call::Ringing {
+            peer: n(from),
+            deadline: t0() + RING + RING_GRACE,
+            offered: false,
+        }
+    }
+
+    fn inc(call: &Call, kind: SignalKind, from: &Name) -> Incoming {
+        incoming(call, kind, from, t0(), RING)
+    }
 
     fn n(s: &str) -> Name {
         Name::parse(s).expect("name")
@@ -248,8 +336,8 @@ mod tests {
                     }
                 }
                 Incoming::Bounce(code) => {
-                    if let Some(call) = bounced(&self.call, &other.name, kind, code) {
-                        self.call = call;
+                    if bounced(&self.call, &other.name, kind, code) != Bounced::Unchanged {
+                        self.call = Call::Idle;
                     }
                 }
             }
@@ -257,7 +345,7 @@ mod tests {
         }
 
         fn receive(&mut self, kind: SignalKind, from: &Name) -> Incoming {
-            let decision = incoming(&self.call, kind, from);
+            let decision = inc(&self.call, kind, from);
             if let Incoming::Deliver {
                 next: Some(call), ..
             } = &decision
@@ -278,16 +366,11 @@ mod tests {
     #[test]
     fn a_call_rings_then_connects() {
         let (mut a, mut b) = (Side::new("a"), Side::new("b"));
-        let now = Instant::now();
+        let now = t0();
         a.send(SignalKind::Offer, &mut b, now).expect("offer");
         assert_eq!(a.call.peer(), Some(&b.name));
         assert_eq!(a.call.deadline(), Some(now + RING));
-        assert_eq!(
-            b.call,
-            Call::Ringing {
-                peer: a.name.clone()
-            }
-        );
+        assert_eq!(b.call, ringing("a"));
         a.send(SignalKind::Candidate, &mut b, now)
             .expect("candidate while ringing");
         b.send(SignalKind::Answer, &mut a, now).expect("answer");
@@ -296,11 +379,11 @@ mod tests {
 
     #[test]
     fn the_offer_asks_the_caller_to_be_told_it_rings() {
-        let decision = incoming(&Call::Idle, SignalKind::Offer, &n("a"));
+        let decision = inc(&Call::Idle, SignalKind::Offer, &n("a"));
         assert_eq!(
             decision,
             Incoming::Deliver {
-                next: Some(Call::Ringing { peer: n("a") }),
+                next: Some(ringing("a")),
                 ring_back: true
             }
         );
@@ -310,7 +393,7 @@ mod tests {
     fn glare_settles_into_a_call_whichever_side_answers() {
         for a_answers in [true, false] {
             let (mut a, mut b) = (Side::new("a"), Side::new("b"));
-            let now = Instant::now();
+            let now = t0();
             // Both offer before either offer arrives: each side is `Calling` the other,
             // then receives the other's offer, which is delivered (from the peer).
             let plan_a = outgoing(&a.call, &a.name, SignalKind::Offer, &b.name, now, RING);
@@ -346,11 +429,11 @@ mod tests {
     #[test]
     fn a_second_caller_gets_busy_and_the_call_goes_on() {
         let (mut a, mut b, mut c) = (Side::new("a"), Side::new("b"), Side::new("c"));
-        let now = Instant::now();
+        let now = t0();
         a.send(SignalKind::Offer, &mut b, now).expect("offer");
         b.send(SignalKind::Answer, &mut a, now).expect("answer");
         assert_eq!(
-            incoming(&b.call, SignalKind::Offer, &c.name),
+            inc(&b.call, SignalKind::Offer, &c.name),
             Incoming::Bounce(ErrorCode::Busy)
         );
         c.send(SignalKind::Offer, &mut b, now)
@@ -358,11 +441,8 @@ mod tests {
         assert_eq!(c.call, Call::Idle, "busy ends c's attempt");
         assert!(a.connected_to(&b) && b.connected_to(&a));
         // Ringing is busy too.
-        let ringing = Call::Ringing {
-            peer: a.name.clone(),
-        };
         assert_eq!(
-            incoming(&ringing, SignalKind::Offer, &c.name),
+            inc(&ringing("a"), SignalKind::Offer, &c.name),
             Incoming::Bounce(ErrorCode::Busy)
         );
     }
@@ -370,7 +450,7 @@ mod tests {
     #[test]
     fn renegotiation_within_a_call_keeps_it() {
         let (mut a, mut b) = (Side::new("a"), Side::new("b"));
-        let now = Instant::now();
+        let now = t0();
         a.send(SignalKind::Offer, &mut b, now).expect("offer");
         b.send(SignalKind::Answer, &mut a, now).expect("answer");
         for a_offers in [true, false] {
@@ -390,28 +470,14 @@ mod tests {
     #[test]
     fn an_offer_to_a_third_user_during_a_call_is_refused() {
         let call = Call::Connected { peer: n("b") };
-        let plan = outgoing(
-            &call,
-            &n("a"),
-            SignalKind::Offer,
-            &n("c"),
-            Instant::now(),
-            RING,
-        );
+        let plan = outgoing(&call, &n("a"), SignalKind::Offer, &n("c"), t0(), RING);
         assert_eq!(plan, Err(Refusal::AlreadyInCall { peer: n("b") }));
     }
 
     #[test]
     fn calling_yourself_is_refused_in_any_state() {
         for call in [Call::Idle, Call::Connected { peer: n("b") }] {
-            let plan = outgoing(
-                &call,
-                &n("a"),
-                SignalKind::Offer,
-                &n("a"),
-                Instant::now(),
-                RING,
-            );
+            let plan = outgoing(&call, &n("a"), SignalKind::Offer, &n("a"), t0(), RING);
             assert_eq!(plan, Err(Refusal::CannotCallSelf));
         }
     }
@@ -422,23 +488,23 @@ mod tests {
             Call::Idle,
             Call::Calling {
                 peer: n("b"),
-                deadline: Instant::now(),
+                deadline: t0(),
             },
             Call::Connected { peer: n("b") },
         ] {
             assert_eq!(
-                incoming(&call, SignalKind::Answer, &n("mallory")),
+                inc(&call, SignalKind::Answer, &n("mallory")),
                 Incoming::Bounce(ErrorCode::NotInCall)
             );
             assert_eq!(
-                incoming(&call, SignalKind::Candidate, &n("mallory")),
+                inc(&call, SignalKind::Candidate, &n("mallory")),
                 Incoming::Bounce(ErrorCode::NotInCall)
             );
         }
         // And our own answer or candidate to a stranger is not sent.
         let call = Call::Connected { peer: n("b") };
         for kind in [SignalKind::Answer, SignalKind::Candidate] {
-            let plan = outgoing(&call, &n("a"), kind, &n("c"), Instant::now(), RING);
+            let plan = outgoing(&call, &n("a"), kind, &n("c"), t0(), RING);
             assert_eq!(plan, Err(Refusal::NotPaired));
         }
     }
@@ -446,7 +512,7 @@ mod tests {
     #[test]
     fn candidates_before_the_answer_flow_both_ways() {
         let (mut a, mut b) = (Side::new("a"), Side::new("b"));
-        let now = Instant::now();
+        let now = t0();
         a.send(SignalKind::Offer, &mut b, now).expect("offer");
         // The callee's candidates may overtake its answer; the caller's follow its offer.
         b.send(SignalKind::Candidate, &mut a, now)
@@ -471,7 +537,7 @@ mod tests {
     fn leave_while_ringing_ends_both_sides() {
         for caller_leaves in [true, false] {
             let (mut a, mut b) = (Side::new("a"), Side::new("b"));
-            let now = Instant::now();
+            let now = t0();
             a.send(SignalKind::Offer, &mut b, now).expect("offer");
             let (x, y) = if caller_leaves {
                 (&mut a, &mut b)
@@ -504,63 +570,122 @@ mod tests {
 
     #[test]
     fn a_ring_ends_exactly_at_its_deadline() {
-        let start = Instant::now();
+        let start = t0();
         let call = Call::Calling {
             peer: n("b"),
             deadline: start + RING,
         };
-        assert_eq!(
-            ring_timed_out(&call, start + RING - Duration::from_millis(1)),
-            None
-        );
+        let just_before = start + RING - Duration::from_millis(1);
+        assert_eq!(ring_timed_out(&call, just_before), None);
         assert_eq!(ring_timed_out(&call, start + RING), Some(&n("b")));
-        // Only an outgoing call times out.
-        for call in [
-            Call::Ringing { peer: n("b") },
-            Call::Connected { peer: n("b") },
-        ] {
-            assert_eq!(ring_timed_out(&call, start + RING * 10), None);
-        }
+        // The callee rings a grace longer, so the caller's own timeout ends it first.
+        let callee = ringing("a");
+        assert_eq!(callee.deadline(), Some(start + RING + RING_GRACE));
+        assert_eq!(ring_timed_out(&callee, start + RING), None);
+        assert_eq!(
+            ring_timed_out(&callee, start + RING + RING_GRACE),
+            Some(&n("a"))
+        );
+        // An answered call never times out.
+        let connected = Call::Connected { peer: n("b") };
+        assert_eq!(connected.deadline(), None);
+        assert_eq!(ring_timed_out(&connected, start + RING * 10), None);
     }
 
     #[test]
-    fn a_refused_offer_ends_the_attempt_but_not_in_call_does_not() {
+    fn a_refused_offer_ends_the_attempt() {
         let calling = Call::Calling {
             peer: n("b"),
-            deadline: Instant::now(),
+            deadline: t0(),
         };
         for code in [
             ErrorCode::Busy,
             ErrorCode::NotOnline,
             ErrorCode::DeliveryFailed,
         ] {
-            assert_eq!(
-                bounced(&calling, &n("b"), SignalKind::Offer, code),
-                Some(Call::Idle)
-            );
+            let after = bounced(&calling, &n("b"), SignalKind::Offer, code);
+            assert_eq!(after, Bounced::AttemptOver);
         }
-        assert_eq!(
-            bounced(&calling, &n("b"), SignalKind::Offer, ErrorCode::NotInCall),
-            None
-        );
         // A bounce from someone else, or of a candidate, leaves the state alone.
-        assert_eq!(
-            bounced(&calling, &n("c"), SignalKind::Offer, ErrorCode::Busy),
-            None
+        let from_c = bounced(&calling, &n("c"), SignalKind::Offer, ErrorCode::Busy);
+        assert_eq!(from_c, Bounced::Unchanged);
+        let candidate = bounced(
+            &calling,
+            &n("b"),
+            SignalKind::Candidate,
+            ErrorCode::DeliveryFailed,
         );
-        assert_eq!(
-            bounced(
-                &calling,
-                &n("b"),
-                SignalKind::Candidate,
-                ErrorCode::DeliveryFailed
-            ),
-            None
-        );
+        assert_eq!(candidate, Bounced::Unchanged);
         let connected = Call::Connected { peer: n("b") };
+        let failed = bounced(
+            &connected,
+            &n("b"),
+            SignalKind::Candidate,
+            ErrorCode::DeliveryFailed,
+        );
+        assert_eq!(failed, Bounced::Unchanged);
+        // A renegotiation refused as busy: the peer is in another call, not in ours.
+        let renegotiation = bounced(&connected, &n("b"), SignalKind::Offer, ErrorCode::Busy);
+        assert_eq!(renegotiation, Bounced::CallOver);
+    }
+
+    #[test]
+    fn not_in_call_from_the_peer_ends_our_side_too() {
+        // Found by the call-rules fuzz target: a's `no-answer` crosses b's offer back.
+        let (mut a, mut b) = (Side::new("a"), Side::new("b"));
+        let now = t0();
+        let plan = outgoing(&a.call, &a.name, SignalKind::Offer, &b.name, now, RING);
+        a.call = plan.expect("a offers").before.expect("calling");
+        // a's ring times out before its offer arrives; a's leave is in flight.
+        assert_eq!(ring_timed_out(&a.call, now + RING), Some(&b.name));
+        a.call = Call::Idle;
+        // b, still idle, calls a; a's old offer then reaches b (glare), b's offer rings a.
+        let plan = outgoing(&b.call, &b.name, SignalKind::Offer, &a.name, now, RING);
+        b.call = plan.expect("b offers").before.expect("calling");
+        assert!(matches!(
+            b.receive(SignalKind::Offer, &a.name),
+            Incoming::Deliver { .. }
+        ));
+        assert!(matches!(
+            a.receive(SignalKind::Offer, &b.name),
+            Incoming::Deliver { .. }
+        ));
+        // a's leave ends b's attempt; a rings alone.
+        b.receive(SignalKind::Leave, &a.name);
+        assert_eq!(b.call, Call::Idle);
+        assert!(matches!(a.call, Call::Ringing { .. }));
+        // a answers: b has no call with a and says so; that ends a's side too.
+        a.send(SignalKind::Answer, &mut b, now).expect("answer");
+        assert_eq!(a.call, Call::Idle);
+        for call in [ringing("b"), Call::Connected { peer: n("b") }] {
+            let after = bounced(&call, &n("b"), SignalKind::Candidate, ErrorCode::NotInCall);
+            assert_eq!(after, Bounced::CallOver);
+        }
+        // Had a not answered, its ring would have ended a grace after the ring timeout.
+        assert!(ring_timed_out(&ringing("b"), now + RING + RING_GRACE).is_some());
+    }
+
+    #[test]
+    fn glare_with_our_offer_after_theirs_arrived_connects() {
+        // b's offer rings at a; a's own offer crosses it; b answers a's offer.
+        let (mut a, mut b) = (Side::new("a"), Side::new("b"));
+        let now = t0();
+        b.send(SignalKind::Offer, &mut a, now).expect("b offers");
+        a.send(SignalKind::Offer, &mut b, now)
+            .expect("a offers back");
+        assert!(matches!(a.call, Call::Ringing { offered: true, .. }));
+        b.send(SignalKind::Answer, &mut a, now)
+            .expect("b answers a's offer");
+        assert!(a.connected_to(&b) && b.connected_to(&a));
+    }
+
+    #[test]
+    fn an_answer_while_ringing_is_stale() {
+        // b rings with a's offer and has not offered: an answer from a answers an earlier
+        // offer of b's, whose attempt is over.
         assert_eq!(
-            bounced(&connected, &n("b"), SignalKind::Offer, ErrorCode::Busy),
-            None
+            inc(&ringing("a"), SignalKind::Answer, &n("a")),
+            Incoming::Bounce(ErrorCode::NotInCall)
         );
     }
 }

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::Session;
-use super::call::{self, Call, Incoming, Refusal};
+use super::call::{self, Bounced, Call, Incoming, Refusal};
 use crate::protocol::{self, ErrorCode, LeaveReason, Name, NameError, Request, SignalKind, Target};
 use crate::registry::{ClaimError, Event, Inbox, Mailbox, SendError};
 
@@ -232,7 +232,8 @@ impl Session {
         }
     }
 
-    /// Ends an outgoing call that rang for the whole ring timeout.
+    /// Ends an unanswered call whose ring deadline passed: an outgoing one after the ring
+    /// timeout, an incoming one a grace later (its caller should have ended it).
     pub(super) async fn check_ring_timeout(&mut self, now: Instant) {
         let Some(mut user) = self.user.take() else {
             return;
@@ -276,8 +277,9 @@ impl Session {
                 code,
                 request,
             } => {
-                if let Some(next) = call::bounced(&user.call, &from, request, code) {
-                    self.set_call(user, next);
+                let after = call::bounced(&user.call, &from, request, code);
+                if after != Bounced::Unchanged {
+                    self.set_call(user, Call::Idle);
                 }
                 let message = match code {
                     ErrorCode::Busy => format!("\"{from}\" is in another call."),
@@ -286,13 +288,27 @@ impl Session {
                     _ => format!("\"{from}\" could not take the message."),
                 };
                 self.error(code, &message, Some(request.as_str()), Some(from.as_str()));
+                if after == Bounced::CallOver {
+                    // Clients end a call on `leave`; `not-in-call` alone is harmless to them.
+                    info!(id = self.id, name = %user.name, peer = %from, "call ended: the peer has no call with us");
+                    self.push(protocol::leave_frame(
+                        &protocol::json_string(from.as_str()),
+                        LeaveReason::Hangup,
+                    ));
+                }
             }
             Event::Signal {
                 from,
                 kind,
                 reason,
                 frame,
-            } => match call::incoming(&user.call, kind, &from) {
+            } => match call::incoming(
+                &user.call,
+                kind,
+                &from,
+                Instant::now(),
+                self.ctx.config.ring_timeout,
+            ) {
                 Incoming::Deliver { next, ring_back } => {
                     if ring_back {
                         // Tell the caller it rings here, so its page can say so (and knows
