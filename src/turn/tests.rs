@@ -20,6 +20,9 @@ use webrtc_util::Conn;
 use super::*;
 use crate::ice::{TurnCredentials, rest_credentials};
 
+mod raw;
+use raw::Raw;
+
 const SECRET: &[u8] = b"test-secret";
 
 fn creds(name: &str) -> TurnCredentials {
@@ -224,6 +227,46 @@ async fn tcp_transport_relays() {
         relay_roundtrip(&h, Some(StreamConn::wrap(stream))).await,
         (None, true, true)
     );
+}
+
+/// Issue 11 defect 1: the crate closes an allocation's listener connection when the
+/// allocation ends (a no-op on UDP); on the TCP mux that used to stop the accept loop and
+/// drop every TCP client. Allocations end here both ways (Refresh with lifetime 0, RFC
+/// 8656 §7.3, and a client dropping its connection) while another client stays up.
+#[tokio::test]
+async fn tcp_allocations_end_without_closing_the_listener() {
+    let (h, _stop) = server(|c| {
+        c.listen_tcp = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        c.user_quota = 0;
+    })
+    .await;
+    let tcp = h.tcp_addr.expect("tcp addr");
+    let mut keeper = Raw::tcp(tcp, creds("keeper")).await;
+    assert!(keeper.allocate().await.expect("keeper allocates").success);
+    for round in 0..4 {
+        let mut c = Raw::tcp(tcp, creds(&format!("passer{round}"))).await;
+        let a = c.allocate().await.expect("answer");
+        assert!(
+            a.success,
+            "round {round}: a new TCP client allocates: {a:?}"
+        );
+        if round % 2 == 0 {
+            let r = c.refresh(Duration::ZERO).await.expect("answer");
+            assert!(r.success, "round {round}: deallocation: {r:?}");
+        } else {
+            drop(c);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let r = keeper.refresh(Duration::from_secs(600)).await;
+        assert!(
+            r.as_ref().is_ok_and(|r| r.success),
+            "round {round}: the other TCP client still refreshes: {r:?}"
+        );
+    }
+    let mut late = Raw::tcp(tcp, creds("late")).await;
+    assert!(late.allocate().await.expect("answer").success);
+    // keeper, late, and passer1/passer3 whose connections dropped (they expire).
+    assert_eq!(h.allocation_count().await.expect("count"), 4);
 }
 
 #[tokio::test]
