@@ -7,8 +7,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock, Weak};
 
 use ::turn::server::Server;
-use stun::attributes::{ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS};
-use stun::error_code::{CODE_ALLOC_QUOTA_REACHED, CODE_FORBIDDEN, ErrorCode, ErrorCodeAttribute};
+use stun::attributes::{ATTR_CHANNEL_NUMBER, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS};
+use stun::error_code::{
+    CODE_ALLOC_QUOTA_REACHED, CODE_BAD_REQUEST, CODE_FORBIDDEN, ErrorCode, ErrorCodeAttribute,
+};
 use stun::fingerprint::FINGERPRINT;
 use stun::message::{
     CLASS_ERROR_RESPONSE, CLASS_REQUEST, METHOD_ALLOCATE, METHOD_BINDING, METHOD_CHANNEL_BIND,
@@ -70,6 +72,10 @@ impl Filter for Gatekeeper {
         if !has_username && m.typ.method != METHOD_BINDING && !self.unauthenticated.take(1) {
             return Inbound::Drop;
         }
+        if m.typ.method == METHOD_CHANNEL_BIND && !channel_number_valid(&m) {
+            tracing::debug!(%src, "TURN: refused ChannelBind outside 0x4000-0x7FFF");
+            return refuse(&m, CODE_BAD_REQUEST, "Bad Request: channel number");
+        }
         if m.typ.method == METHOD_CREATE_PERMISSION || m.typ.method == METHOD_CHANNEL_BIND {
             for attr in m
                 .attributes
@@ -115,6 +121,19 @@ impl Filter for Gatekeeper {
         }
         Inbound::Pass
     }
+}
+
+/// Whether a ChannelBind carries a CHANNEL-NUMBER in 0x4000-0x7FFF. RFC 5766 §11.2
+/// (the range the crate and our TCP framing use; RFC 8656 §12 narrows it to 0x4FFF):
+/// anything else "MUST" get 400, and the crate accepts it (issue 11 defect 3), after
+/// which ChannelData on that number could never be told from STUN on a stream.
+fn channel_number_valid(m: &Message) -> bool {
+    m.attributes
+        .0
+        .iter()
+        .find(|a| a.typ == ATTR_CHANNEL_NUMBER)
+        .and_then(|a| a.value.get(..2))
+        .is_some_and(|v| (0x4000..=0x7FFF).contains(&u16::from_be_bytes([v[0], v[1]])))
 }
 
 /// Unsigned error response: the client's request may not even have been

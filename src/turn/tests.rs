@@ -269,6 +269,25 @@ async fn tcp_allocations_end_without_closing_the_listener() {
     assert_eq!(h.allocation_count().await.expect("count"), 4);
 }
 
+/// Issue 11 defect 3: channel numbers outside 0x4000-0x7FFF get 400 (RFC 5766 §11.2).
+#[tokio::test]
+async fn channel_bind_outside_the_range_is_refused() {
+    let (h, _stop) = server(|_| {}).await;
+    let mut c = Raw::udp(h.udp_addr, creds("chan")).await;
+    assert!(c.allocate().await.expect("answer").success);
+    let peer: SocketAddr = "192.0.2.1:9".parse().expect("addr");
+    for number in [0x0000, 0x1000, 0x3FFF, 0x8000, 0xFFFF] {
+        let a = c.channel_bind(number, peer).await.expect("answer");
+        assert_eq!(a.code, 400, "channel {number:#06x}: {a:?}");
+    }
+    // One peer per channel: a peer bound to another channel is a 400 too (§11.2).
+    for (number, peer) in [(0x4000, "192.0.2.1:9"), (0x7FFF, "192.0.2.2:9")] {
+        let peer = peer.parse().expect("addr");
+        let a = c.channel_bind(number, peer).await.expect("answer");
+        assert!(a.success, "channel {number:#06x}: {a:?}");
+    }
+}
+
 #[tokio::test]
 async fn per_user_quota() {
     let (h, _stop) = server(|c| c.user_quota = 2).await;
