@@ -288,6 +288,145 @@ async fn channel_bind_outside_the_range_is_refused() {
     }
 }
 
+/// Issue 11 defect 2: every credential failure is a 401 carrying REALM and NONCE (RFC
+/// 8489 §9.2.4), so a client can tell "wrong credentials" from a malformed request.
+#[tokio::test]
+async fn every_credential_failure_is_a_401_with_realm_and_nonce() {
+    let account = |username: &str, credential: &str| TurnCredentials {
+        username: username.into(),
+        credential: credential.into(),
+    };
+    let mut wrong = creds("mallory");
+    wrong.credential = crate::ice::rest_password(b"other-secret", &wrong.username);
+    let expired = rest_credentials(
+        SECRET,
+        "late",
+        Duration::from_secs(60),
+        SystemTime::now() - Duration::from_secs(3600),
+    );
+    let malformed = |username: &str| {
+        let password = crate::ice::rest_password(SECRET, username);
+        account(username, &password)
+    };
+    let (h, _stop) = server(|_| {}).await;
+    for (case, c) in [
+        ("wrong password", wrong),
+        ("expired", expired),
+        ("no expiry", malformed("bob")),
+        ("bad expiry", malformed("soon:bob")),
+        ("empty", malformed("")),
+    ] {
+        let mut client = Raw::udp(h.udp_addr, c).await;
+        let a = client.allocate().await.expect("answer");
+        assert_eq!(a.code, 401, "{case}: {a:?}");
+        assert_eq!(a.realm.as_deref(), Some("duet"), "{case}: {a:?}");
+        assert!(a.nonce.is_some(), "{case}: {a:?}");
+    }
+    let (h, _stop) = server(|c| {
+        c.auth = TurnAuth::Static {
+            username: "shared".into(),
+            password: "pw".into(),
+        }
+    })
+    .await;
+    for (case, c) in [
+        ("unknown static user", account("other", "pw")),
+        ("wrong static password", account("shared", "nope")),
+    ] {
+        let mut client = Raw::udp(h.udp_addr, c).await;
+        let a = client.allocate().await.expect("answer");
+        assert_eq!(a.code, 401, "{case}: {a:?}");
+        assert!(a.realm.is_some() && a.nonce.is_some(), "{case}: {a:?}");
+    }
+    let mut client = Raw::udp(h.udp_addr, account("shared", "pw")).await;
+    assert!(client.allocate().await.expect("answer").success);
+}
+
+/// Resident set size of this process in bytes (Linux).
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// Issue 15 finding 2: an Allocate with USERNAME but no MESSAGE-INTEGRITY used to bypass
+/// the unauthenticated limiter and make the crate store a nonce for an hour. Challenges
+/// are now computed from the client address and the clock (`nonce.rs`): a client's
+/// challenges in a row carry the same nonce, and a flood leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_requests_store_no_state() {
+    let (h, _stop) = server(|_| {}).await;
+    let bare_allocate = |username: Option<&str>| {
+        let mut m = Message::new();
+        let mut setters: Vec<Box<dyn Setter>> = vec![
+            Box::new(stun::agent::TransactionId::new()),
+            Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
+        ];
+        if let Some(u) = username {
+            setters.push(Box::new(stun::textattrs::Username::new(
+                stun::attributes::ATTR_USERNAME,
+                u.to_string(),
+            )));
+        }
+        setters.push(Box::new(FINGERPRINT));
+        m.build(&setters).expect("build");
+        m.raw
+    };
+    const SOCKETS: usize = 200;
+    const PER_SOCKET: usize = 100;
+    let mut socks = Vec::new();
+    for _ in 0..SOCKETS {
+        socks.push(UdpSocket::bind("127.0.0.2:0").await.expect("bind"));
+    }
+    let rss_before = rss_bytes();
+    let flood = bare_allocate(Some("1999999999:flood"));
+    for round in 0..PER_SOCKET {
+        for s in &socks {
+            let _ = s.send_to(&flood, h.udp_addr).await;
+        }
+        // Paced so the server reads them all rather than the socket buffer dropping most.
+        if round % 2 == 1 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_after = rss_bytes();
+    eprintln!(
+        "RSS {} KiB before, {} KiB after {} unauthenticated Allocates with USERNAME ({:+} KiB)",
+        rss_before / 1024,
+        rss_after / 1024,
+        SOCKETS * PER_SOCKET,
+        (rss_after as i64 - rss_before as i64) / 1024
+    );
+    drop(socks);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await; // let the limiter refill
+    let mut probe = Raw::udp(h.udp_addr, creds("probe")).await;
+    let mut nonces = Vec::new();
+    for _ in 0..3 {
+        let a = probe
+            .once(METHOD_ALLOCATE, &Vec::new, false)
+            .await
+            .expect("answer");
+        assert_eq!(a.code, 401, "{a:?}");
+        nonces.push(a.nonce.expect("nonce"));
+    }
+    // Two in a row agree unless a nonce bucket boundary fell between them.
+    assert!(
+        nonces[0] == nonces[1] || nonces[1] == nonces[2],
+        "a fresh nonce was made for each challenge: {nonces:?}"
+    );
+    let client = udp_client(h.udp_addr, &creds("legit")).await;
+    timeout(Duration::from_secs(5), client.allocate())
+        .await
+        .expect("in time")
+        .expect("a legitimate allocation after the flood");
+}
+
 #[tokio::test]
 async fn per_user_quota() {
     let (h, _stop) = server(|c| c.user_quota = 2).await;
