@@ -28,14 +28,10 @@ use stun::message::{
 use stun::textattrs::{Nonce, Realm, TextAttribute};
 
 use super::auth::LongTermAuth;
+use super::limit::SourceLimiter;
 use super::nonce::NonceKey;
 use super::policy::PeerPolicy;
-use super::relay::TokenBucket;
 use crate::ice;
-
-/// Unauthenticated requests per second and server; every legitimate
-/// allocation needs one, so this is far above what calls need.
-const UNAUTHENTICATED_PER_SEC: u64 = 200;
 
 /// What becomes of a datagram a listener received.
 pub(super) enum Verdict {
@@ -62,8 +58,9 @@ pub(super) struct Gatekeeper {
     realm: String,
     nonces: NonceKey,
     /// Answers to requests that are not (or not correctly) authenticated: every one is
-    /// a packet sent on behalf of a possibly spoofed source, so their rate is capped.
-    unauthenticated: TokenBucket,
+    /// a packet sent on behalf of a possibly spoofed source, so their rate is capped per
+    /// source and in total.
+    unauthenticated: SourceLimiter,
 }
 
 impl Gatekeeper {
@@ -81,7 +78,7 @@ impl Gatekeeper {
             auth,
             realm,
             nonces: NonceKey::random(),
-            unauthenticated: TokenBucket::new(UNAUTHENTICATED_PER_SEC),
+            unauthenticated: SourceLimiter::new(),
         }
     }
 
@@ -126,7 +123,7 @@ impl Gatekeeper {
     /// defect 2). Returns the verified nonce.
     fn authenticate(&self, m: &mut Message, src: SocketAddr) -> Result<String, Verdict> {
         let now = SystemTime::now();
-        let challenge = |code| self.limited(|| self.challenge(m, code, src, now));
+        let challenge = |code| self.limited(src, || self.challenge(m, code, src, now));
         if !m.contains(ATTR_MESSAGE_INTEGRITY) {
             return Err(challenge(CODE_UNAUTHORIZED));
         }
@@ -134,7 +131,7 @@ impl Gatekeeper {
         let (Some(username), Some(realm), Some(nonce)) =
             (text(ATTR_USERNAME), text(ATTR_REALM), text(ATTR_NONCE))
         else {
-            return Err(self.limited(|| refuse(m, CODE_BAD_REQUEST, "Bad Request")));
+            return Err(self.limited(src, || refuse(m, CODE_BAD_REQUEST, "Bad Request")));
         };
         if !self.nonces.is_valid(&nonce, src, now) {
             return Err(challenge(CODE_STALE_NONCE));
@@ -200,9 +197,9 @@ impl Gatekeeper {
         None
     }
 
-    /// `answer()` if the unauthenticated budget allows one more reply, else silence.
-    fn limited(&self, answer: impl FnOnce() -> Verdict) -> Verdict {
-        if self.unauthenticated.take(1) {
+    /// `answer()` if `src`'s unauthenticated budget allows one more reply, else silence.
+    fn limited(&self, src: SocketAddr, answer: impl FnOnce() -> Verdict) -> Verdict {
+        if self.unauthenticated.allow(src.ip()) {
             answer()
         } else {
             Verdict::Drop

@@ -24,7 +24,8 @@
 //!   the crate and an unauthenticated request costs no stored state. It answers
 //!   CreatePermission / ChannelBind requests naming a denied peer with 403,
 //!   out-of-range channel numbers with 400 and Allocate requests over the
-//!   per-user quota with 486, and rate-limits unauthenticated requests.
+//!   per-user quota with 486, and rate-limits unauthenticated requests per
+//!   source address (`limit.rs`).
 //! * **Relay sockets** (`relay.rs`) – as defence in depth every relay socket
 //!   drops datagrams to or from denied addresses (this also covers Send
 //!   indications), and a per-allocation token bucket drops datagrams over the
@@ -41,6 +42,7 @@
 mod auth;
 mod filter;
 mod gate;
+mod limit;
 mod listener;
 mod nonce;
 mod policy;

@@ -479,6 +479,17 @@ async fn bandwidth_cap_drops_excess() {
     );
 }
 
+fn bare_allocate() -> Vec<u8> {
+    let mut m = Message::new();
+    let setters: [Box<dyn Setter>; 3] = [
+        Box::new(stun::agent::TransactionId::new()),
+        Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
+        Box::new(FINGERPRINT),
+    ];
+    m.build(&setters).expect("build");
+    m.raw
+}
+
 #[tokio::test]
 async fn unauthenticated_flood_is_rate_limited() {
     let (h, _stop) = server(|_| {}).await;
@@ -486,14 +497,9 @@ async fn unauthenticated_flood_is_rate_limited() {
         .await
         .expect("bind");
     for _ in 0..1000 {
-        let mut m = Message::new();
-        let setters: [Box<dyn Setter>; 3] = [
-            Box::new(stun::agent::TransactionId::new()),
-            Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
-            Box::new(FINGERPRINT),
-        ];
-        m.build(&setters).expect("build");
-        sock.send_to(&m.raw, h.udp_addr).await.expect("send");
+        sock.send_to(&bare_allocate(), h.udp_addr)
+            .await
+            .expect("send");
         tokio::task::yield_now().await;
     }
     let mut answers = 0;
@@ -501,10 +507,56 @@ async fn unauthenticated_flood_is_rate_limited() {
     while let Ok(Ok(_)) = timeout(Duration::from_millis(300), sock.recv_from(&mut buf)).await {
         answers += 1;
     }
-    // One second of budget (200) plus refill while sending.
+    // One source's burst (20) plus its refill (10/s) while sending.
     assert!(
-        (150..600).contains(&answers),
+        (15..60).contains(&answers),
         "{answers} challenges for 1000 unauthenticated Allocates"
+    );
+}
+
+/// Issue 15 finding 3: one spoofable flood of unauthenticated Allocates used the one
+/// shared budget (200/s) so that no legitimate allocation got its challenge. Budgets are
+/// now per source address (`limit.rs`); this floods from 127.0.0.2 while clients on
+/// 127.0.0.1 allocate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_flooding_source_does_not_starve_the_others() {
+    let (h, _stop) = server(|c| c.user_quota = 0).await;
+    let target = h.udp_addr;
+    let stop_flood = CancellationToken::new();
+    let flood = tokio::spawn({
+        let stop = stop_flood.clone();
+        async move {
+            let sock = UdpSocket::bind("127.0.0.2:0").await.expect("bind");
+            let mut sent = 0u64;
+            while !stop.is_cancelled() {
+                let _ = sock.send_to(&bare_allocate(), target).await;
+                sent += 1;
+                if sent % 8 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            sent
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    for i in 0..8 {
+        let client = udp_client(h.udp_addr, &creds(&format!("legit{i}"))).await;
+        let r = timeout(Duration::from_secs(5), client.allocate()).await;
+        assert!(
+            matches!(r, Ok(Ok(_))),
+            "allocation {i} during the flood: {:?}",
+            r.map(|r| r.map(drop))
+        );
+    }
+    let elapsed = started.elapsed();
+    stop_flood.cancel();
+    let sent = flood.await.expect("flood task");
+    let rate = sent as f64 / (elapsed.as_secs_f64() + 0.3);
+    eprintln!("8 allocations in {elapsed:?} while 127.0.0.2 sent {sent} Allocates (~{rate:.0}/s)");
+    assert!(
+        rate > 1000.0,
+        "the flood must outrun the old 200/s budget: {rate:.0}/s"
     );
 }
 
