@@ -531,7 +531,7 @@ async fn one_flooding_source_does_not_starve_the_others() {
             while !stop.is_cancelled() {
                 let _ = sock.send_to(&bare_allocate(), target).await;
                 sent += 1;
-                if sent % 8 == 0 {
+                if sent.is_multiple_of(8) {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
