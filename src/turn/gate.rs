@@ -49,8 +49,7 @@ pub(super) enum Verdict {
 /// the quota and the rate limit are the server's, not a listener's).
 pub(super) struct Gatekeeper {
     policy: PeerPolicy,
-    /// Allocations one user may hold (0 = unlimited).
-    user_quota: usize,
+    quotas: Quotas,
     /// Every listener's allocation table, which the quota is counted from.
     managers: Arc<[Arc<Manager>]>,
     /// The credential check the crate uses too, so both agree on every key.
@@ -63,17 +62,27 @@ pub(super) struct Gatekeeper {
     unauthenticated: SourceLimiter,
 }
 
+/// Allocation quotas; 0 means unlimited.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Quotas {
+    /// Allocations one user name may hold.
+    pub(super) per_user: usize,
+    /// Allocations (relay ports) one client IP address may hold, so that a few
+    /// throw-away logins cannot take the whole relay port range (issue 15 finding 8).
+    pub(super) per_address: usize,
+}
+
 impl Gatekeeper {
     pub(super) fn new(
         policy: PeerPolicy,
-        user_quota: usize,
+        quotas: Quotas,
         managers: Arc<[Arc<Manager>]>,
         auth: Arc<LongTermAuth>,
         realm: String,
     ) -> Self {
         Gatekeeper {
             policy,
-            user_quota,
+            quotas,
             managers,
             auth,
             realm,
@@ -169,24 +178,26 @@ impl Gatekeeper {
                     return Some(refuse(m, CODE_FORBIDDEN, "Forbidden IP"));
                 }
             }
-        } else if m.typ.method == METHOD_ALLOCATE && self.user_quota > 0 {
+        } else if m.typ.method == METHOD_ALLOCATE
+            && (self.quotas.per_user > 0 || self.quotas.per_address > 0)
+        {
             let user = TextAttribute::get_from_as(m, ATTR_USERNAME).ok()?;
             let name = ice::username_name(&user.text);
-            let mut held = 0;
+            let (mut by_user, mut by_address) = (0, 0);
             for manager in self.managers.iter() {
-                held += manager
-                    .get_allocations_info(None)
-                    .await
-                    .values()
+                for i in manager.get_allocations_info(None).await.values() {
                     // A retransmitted Allocate for an existing allocation
                     // must get the crate's normal answer, not 486.
-                    .filter(|i| {
-                        i.five_tuple.src_addr != src && ice::username_name(&i.username) == name
-                    })
-                    .count();
+                    if i.five_tuple.src_addr == src {
+                        continue;
+                    }
+                    by_user += usize::from(ice::username_name(&i.username) == name);
+                    by_address += usize::from(i.five_tuple.src_addr.ip() == src.ip());
+                }
             }
-            if held >= self.user_quota {
-                tracing::info!(%src, name, held, "TURN: allocation quota reached");
+            let full = |quota: usize, held: usize| quota > 0 && held >= quota;
+            if full(self.quotas.per_user, by_user) || full(self.quotas.per_address, by_address) {
+                tracing::info!(%src, name, by_user, by_address, "TURN: allocation quota reached");
                 return Some(refuse(
                     m,
                     CODE_ALLOC_QUOTA_REACHED,

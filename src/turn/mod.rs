@@ -72,7 +72,7 @@ pub use policy::PeerPolicy;
 pub use tcp::{TcpMux, pad_for_stream, read_frame};
 
 use auth::LongTermAuth;
-use gate::Gatekeeper;
+use gate::{Gatekeeper, Quotas};
 use listener::Listener;
 use relay::GuardedGenerator;
 
@@ -164,6 +164,16 @@ pub struct TurnConfig {
     #[arg(long = "turn-allow-private", env = "DUET_TURN_ALLOW_PRIVATE")]
     pub allow_private: bool,
 
+    /// Maximum simultaneous allocations (each holds one relay port) from one client
+    /// IP address, whatever the user names (0 = unlimited). Keeps a few throw-away
+    /// logins from holding every relay port; a NAT shared by many callers needs more.
+    #[arg(
+        long = "turn-address-quota",
+        env = "DUET_TURN_ADDRESS_QUOTA",
+        default_value_t = 64
+    )]
+    pub address_quota: usize,
+
     /// Credentials check; not a flag because it comes from the ICE config.
     #[arg(skip)]
     pub auth: TurnAuth,
@@ -185,6 +195,7 @@ impl TurnConfig {
             },
             realm: "duet".into(),
             user_quota: 4,
+            address_quota: 64,
             max_bytes_per_sec: 0,
             allow_loopback: false,
             allow_private: false,
@@ -297,7 +308,10 @@ pub async fn start(config: TurnConfig, shutdown: CancellationToken) -> anyhow::R
     let auth = Arc::new(LongTermAuth::new(config.auth.clone()));
     let gate = Arc::new(Gatekeeper::new(
         policy,
-        config.user_quota,
+        Quotas {
+            per_user: config.user_quota,
+            per_address: config.address_quota,
+        },
         Arc::clone(&managers),
         Arc::clone(&auth),
         config.realm.clone(),

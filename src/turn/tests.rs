@@ -450,6 +450,30 @@ async fn per_user_quota() {
     assert_eq!(h.allocation_count().await.expect("count"), 3);
 }
 
+/// Issue 15 finding 8: relay ports are capped per client address, whatever the names.
+#[tokio::test]
+async fn per_address_quota() {
+    let (h, _stop) = server(|c| {
+        c.user_quota = 0;
+        c.address_quota = 3;
+    })
+    .await;
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let mut c = Raw::udp(h.udp_addr, creds(&format!("throwaway{i}"))).await;
+        assert!(
+            c.allocate().await.expect("answer").success,
+            "allocation {i}"
+        );
+        held.push(c);
+    }
+    let mut fourth = Raw::udp(h.udp_addr, creds("throwaway3")).await;
+    assert_eq!(fourth.allocate().await.expect("answer").code, 486);
+    let mut elsewhere = Raw::udp_from("127.0.0.2:0", h.udp_addr, creds("other")).await;
+    assert!(elsewhere.allocate().await.expect("answer").success);
+    assert_eq!(h.allocation_count().await.expect("count"), 4);
+}
+
 #[tokio::test]
 async fn bandwidth_cap_drops_excess() {
     let (h, _stop) = server(|c| {
