@@ -3,10 +3,10 @@
 //! business with, and asks its [`Filter`] about each datagram on the two that carry
 //! traffic (`recv_from`, `send_to`).
 //!
-//! A wrapper type rather than a macro: the difference between the gatekeeper and the
-//! relay guard is a decision per datagram, which a small trait states exactly, and a
-//! filter is then plain code that can be tested without a socket. The TCP mux does not
-//! wrap a `Conn` (it is the bottom of its stack), so it implements the trait itself.
+//! A wrapper type rather than a macro: what a relay guard adds is a decision per
+//! datagram, which a small trait states exactly, and a filter is then plain code that can
+//! be tested without a socket. The listeners' gatekeeper needs no wrapper: duet runs the
+//! listeners' read loops itself (`listener.rs`) and asks it there.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,9 +21,6 @@ pub(super) enum Inbound {
     Pass,
     /// Drop it without a word, as a lossy link would.
     Drop,
-    /// Drop it and send this reply to its source instead (best effort, like any UDP
-    /// answer).
-    Answer(Vec<u8>),
 }
 
 /// What becomes of a datagram the crate sends.
@@ -74,9 +71,6 @@ impl<F: Filter> Conn for Filtered<F> {
             match self.filter.inbound(&buf[..n], src).await {
                 Inbound::Pass => return Ok((n, src)),
                 Inbound::Drop => {}
-                Inbound::Answer(reply) => {
-                    let _ = self.inner.send_to(&reply, src).await;
-                }
             }
         }
     }

@@ -1,10 +1,11 @@
 //! Embedded TURN server (RFC 5766) built on the webrtc-rs `turn` crate.
 //!
 //! The `turn` crate provides the protocol engine: allocations, permissions,
-//! channels, nonces and long-term auth via an `AuthHandler` hook. It has no
-//! TCP listener, no allocation quota, no bandwidth limit and no peer address
-//! filter, so this module adds them around it without patching the crate.
-//! One file per addition:
+//! channels and long-term auth via an `AuthHandler` hook. It has no TCP
+//! listener, no allocation quota, no bandwidth limit and no peer address
+//! filter, and its `Server` keeps a nonce for every unauthenticated request, so
+//! this module adds them around it without patching the crate, and drives the
+//! crate's per-datagram handler from its own read loops. One file per addition:
 //!
 //! * **Auth** (`auth.rs`) – checks the credentials duet hands out: the
 //!   [`TurnAuth`](crate::ice::TurnAuth) that `ice.rs` builds from the flags
@@ -15,10 +16,16 @@
 //!   unless explicitly allowed: an open relay into 127.0.0.1 or the LAN lets
 //!   any holder of a credential reach internal services (the classic TURN
 //!   SSRF).
-//! * **Gatekeeper** (`gate.rs`) – wraps each listener and answers
-//!   CreatePermission / ChannelBind requests naming a denied peer with
-//!   403 Forbidden, and Allocate requests over the per-user quota with 486,
-//!   before the crate sees them. It also rate-limits unauthenticated requests.
+//! * **Listeners** (`listener.rs`) – one read loop per listener in place of the
+//!   crate's `Server`: gatekeeper first, then the crate's `Request` handler.
+//! * **Gatekeeper** (`gate.rs`) – authenticates every request itself (RFC 8489
+//!   §9.2.4: 401 with REALM and NONCE for any credential failure) with stateless
+//!   nonces (`nonce.rs`), so only requests with a valid MESSAGE-INTEGRITY reach
+//!   the crate and an unauthenticated request costs no stored state. It answers
+//!   CreatePermission / ChannelBind requests naming a denied peer with 403,
+//!   out-of-range channel numbers with 400 and Allocate requests over the
+//!   per-user quota with 486, and rate-limits unauthenticated requests per
+//!   source address (`limit.rs`).
 //! * **Relay sockets** (`relay.rs`) – as defence in depth every relay socket
 //!   drops datagrams to or from denied addresses (this also covers Send
 //!   indications), and a per-allocation token bucket drops datagrams over the
@@ -35,23 +42,25 @@
 mod auth;
 mod filter;
 mod gate;
+mod limit;
+mod listener;
+mod nonce;
 mod policy;
 mod relay;
 mod tcp;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
 
+use ::turn::allocation::allocation_manager::{Manager, ManagerConfig};
 use ::turn::auth::AuthHandler;
 use ::turn::relay::RelayAddressGenerator;
 use ::turn::relay::relay_range::RelayAddressGeneratorRanges;
-use ::turn::server::Server;
-use ::turn::server::config::{ConnConfig, ServerConfig};
 use anyhow::Context as _;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use webrtc_util::Conn;
 use webrtc_util::vnet::net::Net;
 
@@ -63,8 +72,8 @@ pub use policy::PeerPolicy;
 pub use tcp::{TcpMux, pad_for_stream, read_frame};
 
 use auth::LongTermAuth;
-use filter::Filtered;
-use gate::Gatekeeper;
+use gate::{Gatekeeper, Quotas};
+use listener::Listener;
 use relay::GuardedGenerator;
 
 /// Inclusive UDP port range for relay sockets, parsed from `MIN-MAX`.
@@ -155,6 +164,16 @@ pub struct TurnConfig {
     #[arg(long = "turn-allow-private", env = "DUET_TURN_ALLOW_PRIVATE")]
     pub allow_private: bool,
 
+    /// Maximum simultaneous allocations (each holds one relay port) from one client
+    /// IP address, whatever the user names (0 = unlimited). Keeps a few throw-away
+    /// logins from holding every relay port; a NAT shared by many callers needs more.
+    #[arg(
+        long = "turn-address-quota",
+        env = "DUET_TURN_ADDRESS_QUOTA",
+        default_value_t = 64
+    )]
+    pub address_quota: usize,
+
     /// Credentials check; not a flag because it comes from the ICE config.
     #[arg(skip)]
     pub auth: TurnAuth,
@@ -176,6 +195,7 @@ impl TurnConfig {
             },
             realm: "duet".into(),
             user_quota: 4,
+            address_quota: 64,
             max_bytes_per_sec: 0,
             allow_loopback: false,
             allow_private: false,
@@ -199,19 +219,25 @@ pub struct TurnHandle {
     pub tcp_addr: Option<SocketAddr>,
     /// Address advertised in XOR-RELAYED-ADDRESS.
     pub relay_ip: IpAddr,
-    server: Arc<Server>,
-    stopped: tokio::task::JoinHandle<()>,
+    /// Every listener's allocation table.
+    managers: Arc<[Arc<Manager>]>,
+    /// The listeners' loops, which end (closing their allocations) on shutdown.
+    loops: TaskTracker,
 }
 
 impl TurnHandle {
     /// Number of live allocations (all listeners).
     pub async fn allocation_count(&self) -> anyhow::Result<usize> {
-        Ok(self.server.get_allocations_info(None).await?.len())
+        let mut n = 0;
+        for m in self.managers.iter() {
+            n += m.get_allocations_info(None).await.len();
+        }
+        Ok(n)
     }
 
     /// Waits until the server has shut down after the token was cancelled.
     pub async fn stopped(self) {
-        let _ = self.stopped.await;
+        self.loops.wait().await;
     }
 }
 
@@ -237,10 +263,9 @@ pub async fn start(config: TurnConfig, shutdown: CancellationToken) -> anyhow::R
     // they bind 0.0.0.0 and the kernel routes replies, as coturn does.
     let relay_bind = config.listen_udp.ip().to_string();
 
-    let server_cell = Arc::new(OnceLock::new());
     let policy = config.policy();
     let net = Arc::new(Net::new(None));
-    let generator = |net: Arc<Net>| -> Box<dyn RelayAddressGenerator + Send + Sync> {
+    let manager = || -> anyhow::Result<Arc<Manager>> {
         let ranges = RelayAddressGeneratorRanges {
             relay_address: relay_ip,
             min_port: config.relay_ports.min,
@@ -248,27 +273,23 @@ pub async fn start(config: TurnConfig, shutdown: CancellationToken) -> anyhow::R
             // Many retries: with a narrow range random picks collide often.
             max_retries: 64,
             address: relay_bind.clone(),
-            net,
+            net: net.clone(),
         };
-        Box::new(GuardedGenerator::new(
-            ranges,
-            policy,
-            config.max_bytes_per_sec,
-        ))
-    };
-    let gate = |inner: Arc<dyn Conn + Send + Sync>| -> Arc<dyn Conn + Send + Sync> {
-        let gatekeeper = Gatekeeper::new(policy, config.user_quota, Arc::clone(&server_cell));
-        Arc::new(Filtered::new(inner, gatekeeper))
+        let generator = GuardedGenerator::new(ranges, policy, config.max_bytes_per_sec);
+        generator
+            .validate()
+            .context("TURN relay address generator")?;
+        Ok(Arc::new(Manager::new(ManagerConfig {
+            relay_addr_generator: Box::new(generator),
+            alloc_close_notify: None,
+        })))
     };
 
     let udp = UdpSocket::bind(config.listen_udp)
         .await
         .with_context(|| format!("binding TURN UDP {}", config.listen_udp))?;
     let udp_addr = udp.local_addr()?;
-    let mut conn_configs = vec![ConnConfig {
-        conn: gate(Arc::new(udp)),
-        relay_addr_generator: generator(net.clone()),
-    }];
+    let mut conns: Vec<Arc<dyn Conn + Send + Sync>> = vec![Arc::new(udp)];
 
     let mut tcp_addr = None;
     if let Some(addr) = config.listen_tcp {
@@ -276,45 +297,44 @@ pub async fn start(config: TurnConfig, shutdown: CancellationToken) -> anyhow::R
             .await
             .with_context(|| format!("binding TURN TCP {addr}"))?;
         tcp_addr = Some(listener.local_addr()?);
-        let mux = TcpMux::spawn(listener, shutdown.child_token())?;
-        conn_configs.push(ConnConfig {
-            conn: gate(mux),
-            relay_addr_generator: generator(net.clone()),
-        });
+        conns.push(TcpMux::spawn(listener, shutdown.child_token())?);
     }
 
-    let auth: Arc<dyn AuthHandler + Send + Sync> = Arc::new(LongTermAuth::new(config.auth.clone()));
-    let server = Arc::new(
-        Server::new(ServerConfig {
-            conn_configs,
+    let managers: Arc<[Arc<Manager>]> = conns
+        .iter()
+        .map(|_| manager())
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .into();
+    let auth = Arc::new(LongTermAuth::new(config.auth.clone()));
+    let gate = Arc::new(Gatekeeper::new(
+        policy,
+        Quotas {
+            per_user: config.user_quota,
+            per_address: config.address_quota,
+        },
+        Arc::clone(&managers),
+        Arc::clone(&auth),
+        config.realm.clone(),
+    ));
+    let loops = TaskTracker::new();
+    for (conn, manager) in conns.into_iter().zip(managers.iter()) {
+        let listener = Listener {
+            conn,
+            manager: Arc::clone(manager),
+            gate: Arc::clone(&gate),
+            auth: Arc::clone(&auth) as Arc<dyn AuthHandler + Send + Sync>,
             realm: config.realm.clone(),
-            auth_handler: auth,
-            channel_bind_timeout: Duration::ZERO, // crate default: 10 minutes
-            alloc_close_notify: None,
-        })
-        .await
-        .context("starting TURN server")?,
-    );
-    // The gatekeepers only hold a weak reference, so dropping the handle
-    // cannot be kept from freeing the server by a cycle.
-    let _ = server_cell.set(Arc::downgrade(&server));
-
-    let stopped = tokio::spawn({
-        let server = Arc::clone(&server);
-        async move {
-            shutdown.cancelled().await;
-            if let Err(e) = server.close().await {
-                tracing::warn!("TURN server close: {e}");
-            }
-        }
-    });
+        };
+        loops.spawn(listener.run(shutdown.clone()));
+    }
+    loops.close();
     tracing::info!(%udp_addr, ?tcp_addr, %relay_ip, "TURN server listening");
     Ok(TurnHandle {
         udp_addr,
         tcp_addr,
         relay_ip,
-        server,
-        stopped,
+        managers,
+        loops,
     })
 }
 

@@ -35,8 +35,6 @@ pub struct TcpMux {
     inbound: tokio::sync::Mutex<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
     /// Each connected client's writer queue, which `send_to` looks up.
     peers: Peers,
-    /// Stops the accept loop and every client's task.
-    cancel: CancellationToken,
 }
 
 /// Writer queues of the connected clients by address; each client's task removes its
@@ -44,7 +42,8 @@ pub struct TcpMux {
 type Peers = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
 
 impl TcpMux {
-    /// Accepts TCP clients on `listener` until `cancel` fires.
+    /// Accepts TCP clients on `listener` until `cancel` fires. Only `cancel` (server
+    /// shutdown) stops it: see [`Conn::close`] below.
     pub(super) fn spawn(
         listener: TcpListener,
         cancel: CancellationToken,
@@ -56,7 +55,6 @@ impl TcpMux {
             local,
             inbound: tokio::sync::Mutex::new(in_rx),
             peers: peers.clone(),
-            cancel: cancel.clone(),
         });
         let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
         tokio::spawn(async move {
@@ -235,8 +233,12 @@ impl Conn for TcpMux {
     fn remote_addr(&self) -> Option<SocketAddr> {
         None
     }
+    /// Does nothing. The `turn` crate hands every allocation the listener's connection
+    /// as its "turn socket" and closes it when the allocation ends (a no-op for a UDP
+    /// socket); here that would end the accept loop and every other client's connection
+    /// (issue 11 defect 1). The mux is shared by all TCP clients, so it ends only with
+    /// the server's shutdown token given to [`TcpMux::spawn`].
     async fn close(&self) -> webrtc_util::Result<()> {
-        self.cancel.cancel();
         Ok(())
     }
     fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {

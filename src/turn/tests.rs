@@ -20,6 +20,9 @@ use webrtc_util::Conn;
 use super::*;
 use crate::ice::{TurnCredentials, rest_credentials};
 
+mod raw;
+use raw::Raw;
+
 const SECRET: &[u8] = b"test-secret";
 
 fn creds(name: &str) -> TurnCredentials {
@@ -226,6 +229,204 @@ async fn tcp_transport_relays() {
     );
 }
 
+/// Issue 11 defect 1: the crate closes an allocation's listener connection when the
+/// allocation ends (a no-op on UDP); on the TCP mux that used to stop the accept loop and
+/// drop every TCP client. Allocations end here both ways (Refresh with lifetime 0, RFC
+/// 8656 §7.3, and a client dropping its connection) while another client stays up.
+#[tokio::test]
+async fn tcp_allocations_end_without_closing_the_listener() {
+    let (h, _stop) = server(|c| {
+        c.listen_tcp = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        c.user_quota = 0;
+    })
+    .await;
+    let tcp = h.tcp_addr.expect("tcp addr");
+    let mut keeper = Raw::tcp(tcp, creds("keeper")).await;
+    assert!(keeper.allocate().await.expect("keeper allocates").success);
+    for round in 0..4 {
+        let mut c = Raw::tcp(tcp, creds(&format!("passer{round}"))).await;
+        let a = c.allocate().await.expect("answer");
+        assert!(
+            a.success,
+            "round {round}: a new TCP client allocates: {a:?}"
+        );
+        if round % 2 == 0 {
+            let r = c.refresh(Duration::ZERO).await.expect("answer");
+            assert!(r.success, "round {round}: deallocation: {r:?}");
+        } else {
+            drop(c);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let r = keeper.refresh(Duration::from_secs(600)).await;
+        assert!(
+            r.as_ref().is_ok_and(|r| r.success),
+            "round {round}: the other TCP client still refreshes: {r:?}"
+        );
+    }
+    let mut late = Raw::tcp(tcp, creds("late")).await;
+    assert!(late.allocate().await.expect("answer").success);
+    // keeper, late, and passer1/passer3 whose connections dropped (they expire).
+    assert_eq!(h.allocation_count().await.expect("count"), 4);
+}
+
+/// Issue 11 defect 3: channel numbers outside 0x4000-0x7FFF get 400 (RFC 5766 §11.2).
+#[tokio::test]
+async fn channel_bind_outside_the_range_is_refused() {
+    let (h, _stop) = server(|_| {}).await;
+    let mut c = Raw::udp(h.udp_addr, creds("chan")).await;
+    assert!(c.allocate().await.expect("answer").success);
+    let peer: SocketAddr = "192.0.2.1:9".parse().expect("addr");
+    for number in [0x0000, 0x1000, 0x3FFF, 0x8000, 0xFFFF] {
+        let a = c.channel_bind(number, peer).await.expect("answer");
+        assert_eq!(a.code, 400, "channel {number:#06x}: {a:?}");
+    }
+    // One peer per channel: a peer bound to another channel is a 400 too (§11.2).
+    for (number, peer) in [(0x4000, "192.0.2.1:9"), (0x7FFF, "192.0.2.2:9")] {
+        let peer = peer.parse().expect("addr");
+        let a = c.channel_bind(number, peer).await.expect("answer");
+        assert!(a.success, "channel {number:#06x}: {a:?}");
+    }
+}
+
+/// Issue 11 defect 2: every credential failure is a 401 carrying REALM and NONCE (RFC
+/// 8489 §9.2.4), so a client can tell "wrong credentials" from a malformed request.
+#[tokio::test]
+async fn every_credential_failure_is_a_401_with_realm_and_nonce() {
+    let account = |username: &str, credential: &str| TurnCredentials {
+        username: username.into(),
+        credential: credential.into(),
+    };
+    let mut wrong = creds("mallory");
+    wrong.credential = crate::ice::rest_password(b"other-secret", &wrong.username);
+    let expired = rest_credentials(
+        SECRET,
+        "late",
+        Duration::from_secs(60),
+        SystemTime::now() - Duration::from_secs(3600),
+    );
+    let malformed = |username: &str| {
+        let password = crate::ice::rest_password(SECRET, username);
+        account(username, &password)
+    };
+    let (h, _stop) = server(|_| {}).await;
+    for (case, c) in [
+        ("wrong password", wrong),
+        ("expired", expired),
+        ("no expiry", malformed("bob")),
+        ("bad expiry", malformed("soon:bob")),
+        ("empty", malformed("")),
+    ] {
+        let mut client = Raw::udp(h.udp_addr, c).await;
+        let a = client.allocate().await.expect("answer");
+        assert_eq!(a.code, 401, "{case}: {a:?}");
+        assert_eq!(a.realm.as_deref(), Some("duet"), "{case}: {a:?}");
+        assert!(a.nonce.is_some(), "{case}: {a:?}");
+    }
+    let (h, _stop) = server(|c| {
+        c.auth = TurnAuth::Static {
+            username: "shared".into(),
+            password: "pw".into(),
+        }
+    })
+    .await;
+    for (case, c) in [
+        ("unknown static user", account("other", "pw")),
+        ("wrong static password", account("shared", "nope")),
+    ] {
+        let mut client = Raw::udp(h.udp_addr, c).await;
+        let a = client.allocate().await.expect("answer");
+        assert_eq!(a.code, 401, "{case}: {a:?}");
+        assert!(a.realm.is_some() && a.nonce.is_some(), "{case}: {a:?}");
+    }
+    let mut client = Raw::udp(h.udp_addr, account("shared", "pw")).await;
+    assert!(client.allocate().await.expect("answer").success);
+}
+
+/// Resident set size of this process in bytes (Linux).
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// Issue 15 finding 2: an Allocate with USERNAME but no MESSAGE-INTEGRITY used to bypass
+/// the unauthenticated limiter and make the crate store a nonce for an hour. Challenges
+/// are now computed from the client address and the clock (`nonce.rs`): a client's
+/// challenges in a row carry the same nonce, and a flood leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_requests_store_no_state() {
+    let (h, _stop) = server(|_| {}).await;
+    let bare_allocate = |username: Option<&str>| {
+        let mut m = Message::new();
+        let mut setters: Vec<Box<dyn Setter>> = vec![
+            Box::new(stun::agent::TransactionId::new()),
+            Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
+        ];
+        if let Some(u) = username {
+            setters.push(Box::new(stun::textattrs::Username::new(
+                stun::attributes::ATTR_USERNAME,
+                u.to_string(),
+            )));
+        }
+        setters.push(Box::new(FINGERPRINT));
+        m.build(&setters).expect("build");
+        m.raw
+    };
+    const SOCKETS: usize = 200;
+    const PER_SOCKET: usize = 100;
+    let mut socks = Vec::new();
+    for _ in 0..SOCKETS {
+        socks.push(UdpSocket::bind("127.0.0.2:0").await.expect("bind"));
+    }
+    let rss_before = rss_bytes();
+    let flood = bare_allocate(Some("1999999999:flood"));
+    for round in 0..PER_SOCKET {
+        for s in &socks {
+            let _ = s.send_to(&flood, h.udp_addr).await;
+        }
+        // Paced so the server reads them all rather than the socket buffer dropping most.
+        if round % 2 == 1 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_after = rss_bytes();
+    eprintln!(
+        "RSS {} KiB before, {} KiB after {} unauthenticated Allocates with USERNAME ({:+} KiB)",
+        rss_before / 1024,
+        rss_after / 1024,
+        SOCKETS * PER_SOCKET,
+        (rss_after as i64 - rss_before as i64) / 1024
+    );
+    drop(socks);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await; // let the limiter refill
+    let mut probe = Raw::udp(h.udp_addr, creds("probe")).await;
+    let mut nonces = Vec::new();
+    for _ in 0..3 {
+        let a = probe
+            .once(METHOD_ALLOCATE, &Vec::new, false)
+            .await
+            .expect("answer");
+        assert_eq!(a.code, 401, "{a:?}");
+        nonces.push(a.nonce.expect("nonce"));
+    }
+    // Two in a row agree unless a nonce bucket boundary fell between them.
+    assert!(
+        nonces[0] == nonces[1] || nonces[1] == nonces[2],
+        "a fresh nonce was made for each challenge: {nonces:?}"
+    );
+    let client = udp_client(h.udp_addr, &creds("legit")).await;
+    timeout(Duration::from_secs(5), client.allocate())
+        .await
+        .expect("in time")
+        .expect("a legitimate allocation after the flood");
+}
+
 #[tokio::test]
 async fn per_user_quota() {
     let (h, _stop) = server(|c| c.user_quota = 2).await;
@@ -247,6 +448,30 @@ async fn per_user_quota() {
     let d = udp_client(h.udp_addr, &creds("dave")).await;
     d.allocate().await.expect("other user");
     assert_eq!(h.allocation_count().await.expect("count"), 3);
+}
+
+/// Issue 15 finding 8: relay ports are capped per client address, whatever the names.
+#[tokio::test]
+async fn per_address_quota() {
+    let (h, _stop) = server(|c| {
+        c.user_quota = 0;
+        c.address_quota = 3;
+    })
+    .await;
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let mut c = Raw::udp(h.udp_addr, creds(&format!("throwaway{i}"))).await;
+        assert!(
+            c.allocate().await.expect("answer").success,
+            "allocation {i}"
+        );
+        held.push(c);
+    }
+    let mut fourth = Raw::udp(h.udp_addr, creds("throwaway3")).await;
+    assert_eq!(fourth.allocate().await.expect("answer").code, 486);
+    let mut elsewhere = Raw::udp_from("127.0.0.2:0", h.udp_addr, creds("other")).await;
+    assert!(elsewhere.allocate().await.expect("answer").success);
+    assert_eq!(h.allocation_count().await.expect("count"), 4);
 }
 
 #[tokio::test]
@@ -278,6 +503,17 @@ async fn bandwidth_cap_drops_excess() {
     );
 }
 
+fn bare_allocate() -> Vec<u8> {
+    let mut m = Message::new();
+    let setters: [Box<dyn Setter>; 3] = [
+        Box::new(stun::agent::TransactionId::new()),
+        Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
+        Box::new(FINGERPRINT),
+    ];
+    m.build(&setters).expect("build");
+    m.raw
+}
+
 #[tokio::test]
 async fn unauthenticated_flood_is_rate_limited() {
     let (h, _stop) = server(|_| {}).await;
@@ -285,14 +521,9 @@ async fn unauthenticated_flood_is_rate_limited() {
         .await
         .expect("bind");
     for _ in 0..1000 {
-        let mut m = Message::new();
-        let setters: [Box<dyn Setter>; 3] = [
-            Box::new(stun::agent::TransactionId::new()),
-            Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
-            Box::new(FINGERPRINT),
-        ];
-        m.build(&setters).expect("build");
-        sock.send_to(&m.raw, h.udp_addr).await.expect("send");
+        sock.send_to(&bare_allocate(), h.udp_addr)
+            .await
+            .expect("send");
         tokio::task::yield_now().await;
     }
     let mut answers = 0;
@@ -300,10 +531,56 @@ async fn unauthenticated_flood_is_rate_limited() {
     while let Ok(Ok(_)) = timeout(Duration::from_millis(300), sock.recv_from(&mut buf)).await {
         answers += 1;
     }
-    // One second of budget (200) plus refill while sending.
+    // One source's burst (20) plus its refill (10/s) while sending.
     assert!(
-        (150..600).contains(&answers),
+        (15..60).contains(&answers),
         "{answers} challenges for 1000 unauthenticated Allocates"
+    );
+}
+
+/// Issue 15 finding 3: one spoofable flood of unauthenticated Allocates used the one
+/// shared budget (200/s) so that no legitimate allocation got its challenge. Budgets are
+/// now per source address (`limit.rs`); this floods from 127.0.0.2 while clients on
+/// 127.0.0.1 allocate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_flooding_source_does_not_starve_the_others() {
+    let (h, _stop) = server(|c| c.user_quota = 0).await;
+    let target = h.udp_addr;
+    let stop_flood = CancellationToken::new();
+    let flood = tokio::spawn({
+        let stop = stop_flood.clone();
+        async move {
+            let sock = UdpSocket::bind("127.0.0.2:0").await.expect("bind");
+            let mut sent = 0u64;
+            while !stop.is_cancelled() {
+                let _ = sock.send_to(&bare_allocate(), target).await;
+                sent += 1;
+                if sent.is_multiple_of(8) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            sent
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    for i in 0..8 {
+        let client = udp_client(h.udp_addr, &creds(&format!("legit{i}"))).await;
+        let r = timeout(Duration::from_secs(5), client.allocate()).await;
+        assert!(
+            matches!(r, Ok(Ok(_))),
+            "allocation {i} during the flood: {:?}",
+            r.map(|r| r.map(drop))
+        );
+    }
+    let elapsed = started.elapsed();
+    stop_flood.cancel();
+    let sent = flood.await.expect("flood task");
+    let rate = sent as f64 / (elapsed.as_secs_f64() + 0.3);
+    eprintln!("8 allocations in {elapsed:?} while 127.0.0.2 sent {sent} Allocates (~{rate:.0}/s)");
+    assert!(
+        rate > 1000.0,
+        "the flood must outrun the old 200/s budget: {rate:.0}/s"
     );
 }
 
