@@ -391,3 +391,54 @@ pub async fn start_embedded(
 
 #[cfg(test)]
 mod tests;
+
+/// Entry points for the fuzz targets in `fuzz/`; built only with `--cfg fuzzing`, which
+/// `cargo fuzz` sets.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use super::auth::LongTermAuth;
+    use super::gate::{Gatekeeper, Quotas, Verdict};
+    use super::policy::PeerPolicy;
+    use crate::ice::TurnAuth;
+
+    /// A gatekeeper with a REST secret and no allocations, as the listeners use it.
+    pub struct Gate(Gatekeeper);
+
+    impl Gate {
+        pub fn new() -> Gate {
+            let auth = Arc::new(LongTermAuth::new(TurnAuth::Secret(b"fuzz".to_vec())));
+            let quotas = Quotas {
+                per_user: 4,
+                per_address: 64,
+            };
+            let policy = PeerPolicy {
+                allow_loopback: false,
+                allow_private: false,
+            };
+            Gate(Gatekeeper::new(
+                policy,
+                quotas,
+                Arc::from([]),
+                auth,
+                "duet".into(),
+            ))
+        }
+
+        /// Runs one datagram through the checks; returns the reply it would send, if any.
+        pub async fn check(&self, datagram: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+            match self.0.check(datagram, src).await {
+                Verdict::Answer(reply) => Some(reply),
+                Verdict::Pass { .. } | Verdict::Drop => None,
+            }
+        }
+    }
+
+    impl Default for Gate {
+        fn default() -> Gate {
+            Gate::new()
+        }
+    }
+}

@@ -34,6 +34,10 @@ mod node;
 mod peers;
 mod reply;
 mod subscription;
+// Public to the fuzz targets only (`cargo fuzz` sets `--cfg fuzzing`).
+#[cfg(fuzzing)]
+pub mod wire;
+#[cfg(not(fuzzing))]
 mod wire;
 
 use std::collections::hash_map::Entry;

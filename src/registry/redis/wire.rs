@@ -26,6 +26,7 @@ const REASONS: [LeaveReason; 5] = [
     LeaveReason::Disconnected,
 ];
 
+#[derive(Debug)]
 pub enum Message {
     Event {
         origin: String,
