@@ -208,11 +208,12 @@ impl Session {
                                 );
                             }
                         }
-                        // Pings cost a reply: they count against the rate limit too.
-                        Some(Ok(Message::Ping(_))) => {
+                        // Pings cost a reply, and unsolicited pongs still cost a wake-up
+                        // each (a flood of them kept a core busy): both count against the
+                        // rate limit. A client answering our pings sends one per interval.
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
                             self.rate_ok(now);
                         }
-                        Some(Ok(Message::Pong(_))) => {}
                         Some(Ok(Message::Close(_))) | None => break End::ClientClosed,
                         Some(Err(e)) => {
                             if is_too_big(&e) {
@@ -497,8 +498,12 @@ mod tests {
     }
 
     fn context() -> Arc<Context> {
+        context_with(|c| c.rate_limit = 0.0)
+    }
+
+    fn context_with(configure: impl FnOnce(&mut Config)) -> Arc<Context> {
         let mut config = Config::default_for("127.0.0.1:0".parse().expect("addr"));
-        config.rate_limit = 0.0;
+        configure(&mut config);
         let presence = crate::presence::Presence::new(config.presence_limit);
         Arc::new(Context {
             config,
@@ -592,5 +597,27 @@ mod tests {
         }
         let name = Name::parse("awake").expect("name");
         assert!(ctx.registry.is_online(&name).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pong_flood_is_rate_limited_and_closed() {
+        let ctx = context_with(|c| {
+            c.rate_limit = 10.0;
+            c.rate_burst = 5;
+        });
+        let mut a = logged_in(&ctx, 1, "ponger").await;
+        for _ in 0..50 {
+            let _ = a.to_session.send(Message::Pong(Default::default()));
+        }
+        let close = loop {
+            match a.frame().await {
+                Some(Message::Close(frame)) => break frame,
+                Some(_) => continue,
+                None => panic!("the session ended without a close frame"),
+            }
+        };
+        let frame = close.expect("a close frame with a code");
+        assert_eq!(frame.code, close_code::POLICY);
+        assert_eq!(frame.reason.as_str(), "rate limit exceeded");
     }
 }
