@@ -51,6 +51,14 @@ pub enum Command {
         #[command(flatten)]
         args: CallsArgs,
     },
+    /// A long mixed load (relay pairs with every message accounted for, call cycles, login
+    /// churn, slow readers): server RSS and descriptors over time.
+    Soak {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: SoakArgs,
+    },
     /// Wait until the URL's TCP port accepts connections (for scripts starting a server).
     WaitReady(WaitReadyArgs),
     /// Read `RESULT` lines from files and print a markdown table per case with ratios.
@@ -248,6 +256,54 @@ impl CallsArgs {
     }
     pub fn warmup(&self) -> Result<Duration> {
         secs(self.warmup, "--warmup")
+    }
+}
+
+/// Longest soak accepted (its own cap: longer than the other scenarios' phases).
+pub const MAX_SOAK: Duration = Duration::from_secs(4 * 3600);
+
+#[derive(Args, Debug, Clone)]
+pub struct SoakArgs {
+    /// Seconds to run (at most 4 hours).
+    #[arg(long, short = 'd', default_value_t = 60.0)]
+    pub duration: f64,
+    /// Seconds between samples of the server's RSS and descriptors.
+    #[arg(long, default_value_t = 10.0)]
+    pub sample: f64,
+    /// Relay pairs in a call, each caller sending numbered candidates.
+    #[arg(long, short = 'p', default_value_t = 20)]
+    pub pairs: usize,
+    /// Messages per second each relay caller sends (duet's default limit is 50).
+    #[arg(long, short = 'r', default_value_t = 20)]
+    pub rate: u64,
+    /// Workers running complete call cycles one after another.
+    #[arg(long, default_value_t = 2)]
+    pub callers: usize,
+    /// Workers logging in and out (one login every 100 ms or so each).
+    #[arg(long, default_value_t = 1)]
+    pub churn: usize,
+    /// Slow readers at a time (a callee that never reads while its caller sends).
+    #[arg(long, default_value_t = 1)]
+    pub slow: usize,
+}
+
+impl SoakArgs {
+    pub fn duration(&self) -> Result<Duration> {
+        if !(self.duration.is_finite() && self.duration > 0.0) {
+            bail!("--duration must be a positive number of seconds");
+        }
+        let d = Duration::from_secs_f64(self.duration);
+        if d > MAX_SOAK {
+            bail!("--duration is capped at {}s", MAX_SOAK.as_secs());
+        }
+        Ok(d)
+    }
+    pub fn sample(&self) -> Result<Duration> {
+        let d = secs(self.sample, "--sample")?;
+        if d < Duration::from_millis(100) {
+            bail!("--sample must be at least 0.1 s");
+        }
+        Ok(d)
     }
 }
 

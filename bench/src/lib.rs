@@ -11,7 +11,7 @@
 //! - [`procstat`]: CPU time and RSS of this process and of the server, from `/proc`.
 //! - [`report`]: the human table and the one-line `RESULT {json}` every run prints.
 //! - [`compare`]: RESULT lines of several servers into one markdown table with ratios.
-//! - [`scenario`]: `idle`, `throughput`, `latency`, `calls`.
+//! - [`scenario`]: `idle`, `throughput`, `latency`, `calls`, `soak`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod cli;

@@ -45,6 +45,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Calls { common, args } => scenario_main(common, |ctx| async move {
             scenario::calls::run(&ctx, &args).await
         }),
+        Command::Soak { common, args } => scenario_main(common, |ctx| async move {
+            scenario::soak::run(&ctx, &args).await
+        }),
     }
 }
 

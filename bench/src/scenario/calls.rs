@@ -228,6 +228,30 @@ async fn cycle(
     Ok(setup)
 }
 
+/// One complete call cycle with the default payloads (10 candidates, 3 KB SDP), within
+/// the cycle timeout: what the soak's callers run.
+pub(crate) async fn cycle_once(
+    dialer: &Dialer,
+    peer_dialer: &Dialer,
+    a_name: &str,
+    b_name: &str,
+) -> Result<()> {
+    let p = Payloads {
+        offer_sdp: payload::sdp("offer", 3000),
+        answer_sdp: payload::sdp("answer", 3000),
+        candidates: (0..10).map(payload::candidate).collect(),
+    };
+    match tokio::time::timeout(
+        CYCLE_TIMEOUT,
+        cycle(dialer, peer_dialer, a_name, b_name, &p),
+    )
+    .await
+    {
+        Ok(result) => result.map(|_| ()),
+        Err(_) => bail!("a call cycle took longer than {CYCLE_TIMEOUT:?}"),
+    }
+}
+
 async fn send_candidates(ws: &mut Ws, to: &str, candidates: &[serde_json::Value]) -> Result<()> {
     for c in candidates {
         ws.feed(Message::text(wire::candidate(to, c))).await?;

@@ -1,9 +1,10 @@
-//! The four load scenarios. Each takes the shared [`Ctx`](crate::Ctx) and its own
+//! The load scenarios. Each takes the shared [`Ctx`](crate::Ctx) and its own
 //! arguments, runs bounded in time and count, and returns a [`Report`](crate::report::Report).
 
 pub mod calls;
 pub mod idle;
 pub mod latency;
+pub mod soak;
 pub mod throughput;
 
 use crate::report::Report;
