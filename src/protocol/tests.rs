@@ -1,0 +1,140 @@
+//! Parsing and validation cases of the wire protocol.
+
+use super::*;
+
+fn err(text: &str) -> ErrorCode {
+    match parse(text) {
+        Err(e) => e.code,
+        Ok(r) => panic!("expected an error for {text}, got {r:?}"),
+    }
+}
+
+#[test]
+fn names_are_trimmed_and_bounded() {
+    assert_eq!(
+        Name::parse("  alice ").map(|n| n.to_string()),
+        Ok("alice".into())
+    );
+    assert_eq!(Name::parse("   "), Err(NameError::Empty));
+    assert_eq!(
+        Name::parse(&"é".repeat(64)).map(|n| n.as_str().chars().count()),
+        Ok(64)
+    );
+    assert_eq!(Name::parse(&"x".repeat(65)), Err(NameError::TooLong));
+    assert_eq!(Name::parse("a\u{7}b"), Err(NameError::ControlCharacter));
+    assert!(Name::parse("李雷 🎥").is_ok());
+    assert!(Name::parse("👩\u{200D}💻 dev").is_ok());
+    assert_eq!(Name::parse("\u{200B}"), Err(NameError::Invisible));
+    assert_eq!(Name::parse(" \u{200B}\u{FEFF} "), Err(NameError::Invisible));
+    // Blank-looking letters and symbols, marks with nothing to mark, selectors, tags.
+    for blank in [
+        "\u{3164}",
+        "\u{3164}\u{3164}",
+        "\u{2800}",
+        "\u{FFA0}",
+        "\u{115F}\u{1160}",
+        "\u{0301}\u{0308}",
+        "\u{20DD}",
+        "\u{FE0F}",
+        "\u{E0041}\u{E007F}",
+        "\u{E0100}",
+    ] {
+        assert_eq!(Name::parse(blank), Err(NameError::Invisible), "{blank:?}");
+    }
+    // Marks and joiners inside a name are fine.
+    for fine in ["Zoë", "e\u{0301}", "नमस्ते", "👩\u{200D}💻", "❤\u{FE0F}"] {
+        assert!(Name::parse(fine).is_ok(), "{fine:?}");
+    }
+    assert_eq!(Name::parse("a\u{061C}b"), Err(NameError::DirectionControl));
+    assert_eq!(
+        Name::parse("bob\u{202E}ecila"),
+        Err(NameError::DirectionControl)
+    );
+}
+
+#[test]
+fn classifies_bad_frames() {
+    assert_eq!(err("not json"), ErrorCode::InvalidJson);
+    assert_eq!(err("{\"type\":"), ErrorCode::InvalidJson);
+    assert_eq!(err("[1,2]"), ErrorCode::NotAnObject);
+    assert_eq!(err("42"), ErrorCode::NotAnObject);
+    assert_eq!(err("{}"), ErrorCode::InvalidMessage);
+    assert_eq!(err("{\"type\":5}"), ErrorCode::InvalidMessage);
+    assert_eq!(err("{\"type\":\"dance\"}"), ErrorCode::UnknownType);
+    assert_eq!(
+        err("{\"type\":\"offer\",\"offer\":{}}"),
+        ErrorCode::InvalidMessage
+    );
+    assert_eq!(
+        err("{\"type\":\"offer\",\"name\":\"b\"}"),
+        ErrorCode::InvalidMessage
+    );
+    assert_eq!(
+        err("{\"type\":\"offer\",\"name\":\"b\",\"offer\":\"sdp\"}"),
+        ErrorCode::InvalidMessage
+    );
+    assert_eq!(
+        err("{\"type\":\"candidate\",\"name\":7,\"candidate\":{}}"),
+        ErrorCode::InvalidMessage
+    );
+    assert_eq!(
+        err("{\"type\":\"x\",\"type\":\"y\"}"),
+        ErrorCode::InvalidMessage
+    );
+}
+
+#[test]
+fn unknown_type_keeps_the_seed_text() {
+    let e = parse("{\"type\":\"dance\"}").unwrap_err();
+    assert_eq!(e.message, "Command not found: dance");
+}
+
+#[test]
+fn relay_is_exact() {
+    let text =
+        r#"{"type":"offer","name":"bob","offer":{"type":"offer","sdp":"v=0\r\n\u00e9"},"x":1}"#;
+    let Ok(Request::Relay { kind, to, payload }) = parse(text) else {
+        panic!("expected relay");
+    };
+    assert_eq!(kind, SignalKind::Offer);
+    assert_eq!(to.as_str(), "bob");
+    let frame = relay_frame(kind, payload, &json_string("al\"ice"));
+    let v: serde_json::Value = serde_json::from_str(&frame).unwrap();
+    assert_eq!(v["offer"]["sdp"], "v=0\r\né");
+    assert_eq!(v["name"], "al\"ice");
+    assert_eq!(v["type"], "offer");
+}
+
+#[test]
+fn leave_defaults() {
+    let Ok(Request::Leave { to, reason }) = parse("{\"type\":\"leave\"}") else {
+        panic!()
+    };
+    assert!(to.is_none());
+    assert_eq!(reason, LeaveReason::Hangup);
+    let Ok(Request::Leave { reason, .. }) =
+        parse("{\"type\":\"leave\",\"name\":\"b\",\"reason\":\"disconnected\"}")
+    else {
+        panic!()
+    };
+    assert_eq!(reason, LeaveReason::Hangup);
+}
+
+#[test]
+fn login_with_a_bad_name_is_a_failed_login_not_a_parse_error() {
+    let Ok(Request::Login { name }) = parse("{\"type\":\"login\",\"name\":\"\"}") else {
+        panic!()
+    };
+    assert_eq!(name, Err(NameError::Empty));
+    let Ok(Request::Login { name }) = parse("{\"type\":\"login\"}") else {
+        panic!()
+    };
+    assert_eq!(name, Err(NameError::NotAString));
+}
+
+#[test]
+fn error_codes_round_trip() {
+    for code in ErrorCode::ALL {
+        assert_eq!(ErrorCode::from_code(code.as_str()), Some(code));
+    }
+}
