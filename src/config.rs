@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::ice::IceConfig;
+use crate::logging::LogFormat;
 use crate::tls::TlsConfig;
 use crate::turn::TurnConfig;
 
@@ -116,6 +117,16 @@ pub struct Config {
     /// restarted node is never mistaken for its previous life.
     #[arg(long, env = "DUET_NODE_ID")]
     pub node_id: Option<String>,
+
+    /// How log lines are written: `text` for people, `json` (one object per line) for
+    /// log shippers. Colour only when stderr is a terminal and NO_COLOR is unset.
+    #[arg(long, env = "DUET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Whether log lines show user names and client addresses; `false` writes
+    /// `<hidden>` instead (the filter itself is DUET_LOG, e.g. `info` or `duet=debug`).
+    #[arg(long, env = "DUET_LOG_NAMES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub log_names: bool,
 
     /// How long to wait for connections to close on shutdown.
     #[arg(long, env = "DUET_SHUTDOWN_GRACE", default_value = "3s", value_parser = humantime::parse_duration)]

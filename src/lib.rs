@@ -22,6 +22,10 @@
 //! - [`http`]: routes: web client, WebSocket, health, metrics.
 //! - [`metrics`]: Prometheus counters, and the connection permit that counts open
 //!   WebSockets against `--max-connections`.
+//! - [`startup`]: what duet says when it starts: URLs to open, the plain-HTTP warning,
+//!   hints for a listen address that cannot be bound.
+//! - [`logging`]: the log subscriber (text or JSON, colour only on a terminal) and the
+//!   `--log-names` switch for names and addresses in log lines.
 //! - [`presence`]: the presence policy (who-is-online updates on or off).
 //!
 //! [`run`] is the whole server: it accepts connections until `shutdown` resolves, then
@@ -30,12 +34,14 @@
 pub mod config;
 pub mod http;
 pub mod ice;
+pub mod logging;
 pub mod metrics;
 pub mod presence;
 pub mod protocol;
 pub mod registry;
 pub mod server;
 pub mod session;
+pub mod startup;
 pub mod tls;
 pub mod turn;
 
@@ -91,6 +97,7 @@ pub async fn run(
         turn::start_embedded(&config.ice, &config.turn, turn_shutdown.clone()).await?;
     let registry = registry_for(&config).await?;
     let grace = config.shutdown_grace;
+    let self_signed = config.tls.tls_self_signed;
     let cancel = CancellationToken::new();
     let ctx = Arc::new(Context {
         config,
@@ -106,6 +113,12 @@ pub async fn run(
     };
     let sessions = state.sessions.clone();
     let connections = TaskTracker::new();
+    let scheme = match (&tls, self_signed) {
+        (None, _) => startup::Scheme::Http,
+        (Some(_), true) => startup::Scheme::HttpsSelfSigned,
+        (Some(_), false) => startup::Scheme::HttpsFiles,
+    };
+    startup::announce(listener.local_addr()?, scheme);
     let acceptor = tls.map(|tls| tls.acceptor);
     server::serve(
         listener,

@@ -21,7 +21,7 @@ use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 /// How long a client gets to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,8 +65,6 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(HTTP_HEADER_TIMEOUT);
     http.http2().timer(TokioTimer::new());
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    info!(addr = %listener.local_addr()?, scheme, "duet listening");
     let shared = Shared {
         app,
         http,

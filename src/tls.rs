@@ -220,7 +220,7 @@ pub fn ensure_self_signed(dir: &Path, names: &[String]) -> anyhow::Result<(PathB
         return Ok((cert_path, key_path));
     }
 
-    fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    fs::create_dir_all(dir).with_context(|| data_dir_hint(dir))?;
     let mut params = rcgen::CertificateParams::new(names.to_vec()).context("certificate names")?;
     let mut dn = rcgen::DistinguishedName::new();
     dn.push(rcgen::DnType::CommonName, "duet self-signed");
@@ -241,6 +241,17 @@ pub fn ensure_self_signed(dir: &Path, names: &[String]) -> anyhow::Result<(PathB
     write_atomic(&meta_path, &serde_json::to_vec_pretty(&meta)?, false)?;
     tracing::info!(cert = %cert_path.display(), ?names, "generated self-signed certificate");
     Ok((cert_path, key_path))
+}
+
+/// What to do when the data directory cannot be created: the usual case is a service
+/// user without a home directory, whose default (`~/.local/share/duet`) does not exist.
+fn data_dir_hint(dir: &Path) -> String {
+    format!(
+        "cannot create the data directory {}: choose a directory this user may write with \
+         --data-dir (or DUET_DATA_DIR), e.g. --data-dir /var/lib/duet (under systemd, \
+         StateDirectory=duet creates it: see docs/duet.service)",
+        dir.display()
+    )
 }
 
 /// Writes via a temporary file and rename so a crash never leaves a torn
