@@ -11,9 +11,9 @@ use tracing_subscriber::EnvFilter;
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
-    /// One human-readable line per event.
+    // One human-readable line per event.
     Text,
-    /// One JSON object per line, for log shippers (journald, Loki, Elasticsearch...).
+    // One JSON object per line, for log shippers (journald, Loki, Elasticsearch...).
     Json,
 }
 

@@ -44,17 +44,19 @@ const RENEW_BEFORE_DAYS: i64 = 30;
 #[derive(Debug, Clone, Default, clap::Args)]
 #[command(next_help_heading = "HTTPS")]
 pub struct TlsConfig {
-    /// PEM certificate chain (leaf first).
+    /// PEM certificate chain (leaf first), e.g. certbot's fullchain.pem. Reloaded on
+    /// SIGHUP and when the file changes.
     #[arg(
         long,
         env = "DUET_TLS_CERT",
+        value_name = "FILE",
         requires = "tls_key",
         conflicts_with = "tls_self_signed"
     )]
     pub tls_cert: Option<PathBuf>,
 
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, env = "DUET_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "DUET_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
     /// Generate (once) and use a self-signed certificate for this machine's
@@ -62,9 +64,14 @@ pub struct TlsConfig {
     #[arg(long, env = "DUET_TLS_SELF_SIGNED")]
     pub tls_self_signed: bool,
 
-    /// Directory for persistent state [default: $XDG_DATA_HOME/duet,
-    /// ~/.local/share/duet, or ./duet-data].
-    #[arg(long, env = "DUET_DATA_DIR")]
+    /// Directory for persistent state (the self-signed certificate) [default:
+    /// $XDG_DATA_HOME/duet, ~/.local/share/duet, or ./duet-data].
+    #[arg(
+        long,
+        env = "DUET_DATA_DIR",
+        value_name = "DIR",
+        help_heading = "Basics"
+    )]
     pub data_dir: Option<PathBuf>,
 }
 
