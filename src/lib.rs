@@ -19,6 +19,8 @@
 //! - [`tls`]: HTTPS/WSS: certificate files or a stored self-signed certificate.
 //! - [`server`]: the accept loop and one TCP connection's life (first-byte and TLS
 //!   handshake deadlines, HTTP serving, graceful shutdown).
+//! - [`redirect`]: plain HTTP on the HTTPS port (or `--http-redirect-listen`) answered
+//!   with a redirect to https.
 //! - [`http`]: routes: web client, WebSocket, health, metrics.
 //! - [`metrics`]: Prometheus counters, and the connection permit that counts open
 //!   WebSockets against `--max-connections`.
@@ -38,6 +40,7 @@ pub mod logging;
 pub mod metrics;
 pub mod presence;
 pub mod protocol;
+pub mod redirect;
 pub mod registry;
 pub mod server;
 pub mod session;
@@ -92,12 +95,19 @@ pub async fn run(
     // Loaded before anything listens so a bad certificate path fails startup; `load`
     // logs the certificate's path and SHA-256 fingerprint for users to compare.
     let tls = config.tls.load()?;
+    if tls.is_none() && config.tls.http_redirect_listen.is_some() {
+        anyhow::bail!(
+            "--http-redirect-listen redirects to HTTPS, which is off: add --tls-self-signed \
+             or --tls-cert/--tls-key, or leave --http-redirect-listen out"
+        );
+    }
     let turn_shutdown = CancellationToken::new();
     let (ice, turn) =
         turn::start_embedded(&config.ice, &config.turn, turn_shutdown.clone()).await?;
     let registry = registry_for(&config).await?;
     let grace = config.shutdown_grace;
     let self_signed = config.tls.tls_self_signed;
+    let redirect_listen = config.tls.http_redirect_listen;
     let cancel = CancellationToken::new();
     let ctx = Arc::new(Context {
         config,
@@ -112,13 +122,25 @@ pub async fn run(
         next_id: Arc::new(AtomicU64::new(1)),
     };
     let sessions = state.sessions.clone();
-    let connections = TaskTracker::new();
     let scheme = match (&tls, self_signed) {
         (None, _) => startup::Scheme::Http,
         (Some(_), true) => startup::Scheme::HttpsSelfSigned,
         (Some(_), false) => startup::Scheme::HttpsFiles,
     };
-    startup::announce(listener.local_addr()?, scheme);
+    let local = listener.local_addr()?;
+    startup::announce(local, scheme);
+    let connections = TaskTracker::new();
+    if let Some(redirect_addr) = redirect_listen {
+        let redirect_listener = bind(redirect_addr)
+            .map_err(|e| startup::cannot_listen(redirect_addr, "--http-redirect-listen", &e))?;
+        info!(addr = %redirect_addr, "redirecting plain HTTP to https");
+        connections.spawn(redirect::serve(
+            redirect_listener,
+            local.port(),
+            connections.clone(),
+            cancel.clone(),
+        ));
+    }
     let acceptor = tls.map(|tls| tls.acceptor);
     server::serve(
         listener,

@@ -27,13 +27,8 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(async {
-        let listener = duet::bind(config.listen).map_err(|e| {
-            let what = format!("cannot listen on {}: {e}", config.listen);
-            match duet::startup::bind_hint(config.listen, &e) {
-                Some(hint) => anyhow::anyhow!("{what}\n{hint}"),
-                None => anyhow::anyhow!(what),
-            }
-        })?;
+        let listener = duet::bind(config.listen)
+            .map_err(|e| duet::startup::cannot_listen(config.listen, "--listen", &e))?;
         duet::run(config, listener, duet::shutdown_signal()).await
     })
 }

@@ -23,6 +23,8 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
+use crate::redirect;
+
 /// How long a client gets to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -118,6 +120,23 @@ async fn serve_connection(stream: TcpStream, addr: SocketAddr, shared: Shared) {
         // client that stalls it (or a browser that rejects the certificate and hangs up)
         // costs one task for a while, never the other users' connections.
         Some(acceptor) => {
+            // `http://` typed for this port: answer with a redirect instead of letting the
+            // TLS library reply with an alert the browser shows as a broken page.
+            let mut first = [0u8];
+            let peeked = tokio::select! {
+                peeked = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, stream.peek(&mut first)) => peeked,
+                _ = shutdown.cancelled() => return,
+            };
+            match peeked {
+                Ok(Ok(1)) if !redirect::is_tls(first[0]) => {
+                    return redirect::answer(stream, addr, None).await;
+                }
+                Ok(Ok(1)) => {}
+                _ => {
+                    debug!(%addr, "no TLS handshake within {TLS_HANDSHAKE_TIMEOUT:?}; closing");
+                    return;
+                }
+            }
             let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
             let result = tokio::select! {
                 result = handshake => result,

@@ -105,6 +105,16 @@ pub fn announce(addr: SocketAddr, scheme: Scheme) {
     }
 }
 
+/// The error for a listen address that cannot be bound: `option` names the flag it came
+/// from, and a hint follows when [`bind_hint`] has one.
+pub fn cannot_listen(addr: SocketAddr, option: &str, error: &std::io::Error) -> anyhow::Error {
+    let what = format!("cannot listen on {addr} ({option}): {error}");
+    match bind_hint(addr, error) {
+        Some(hint) => anyhow::anyhow!("{what}\n{hint}"),
+        None => anyhow::anyhow!(what),
+    }
+}
+
 /// What to do when `addr` cannot be bound, for the errors people actually hit.
 pub fn bind_hint(addr: SocketAddr, error: &std::io::Error) -> Option<String> {
     use std::io::ErrorKind;

@@ -64,6 +64,11 @@ pub struct TlsConfig {
     #[arg(long, env = "DUET_TLS_SELF_SIGNED")]
     pub tls_self_signed: bool,
 
+    /// Also listen on this address (e.g. 0.0.0.0:80) and answer every request there with a
+    /// redirect to the same host and path over https on --listen's port. Needs HTTPS.
+    #[arg(long, env = "DUET_HTTP_REDIRECT_LISTEN", value_name = "ADDR:PORT")]
+    pub http_redirect_listen: Option<std::net::SocketAddr>,
+
     /// Directory for persistent state (the self-signed certificate) [default:
     /// $XDG_DATA_HOME/duet, ~/.local/share/duet, or ./duet-data].
     #[arg(

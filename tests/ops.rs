@@ -205,3 +205,131 @@ async fn log_names_false_keeps_names_and_addresses_out() {
         }
     }
 }
+
+/// Connects over TLS trusting only the certificates in `ca_file`, sends `GET path` and
+/// returns the fingerprint of the certificate the server presented, and the response.
+async fn https_get(
+    addr: SocketAddr,
+    ca_file: &std::path::Path,
+    path: &str,
+) -> Result<(String, String), String> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| e.to_string())? {
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let mut tls = tokio::time::timeout(common::WAIT, connector.connect(name, tcp))
+        .await
+        .map_err(|_| "handshake timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(duet::tls::fingerprint)
+        .ok_or("no certificate")?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    tokio::time::timeout(common::WAIT, tls.read_to_string(&mut response))
+        .await
+        .map_err(|_| "response timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok((leaf, response))
+}
+
+/// Sends `request` over plain TCP and returns everything the server answers.
+async fn raw_http(addr: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    tokio::time::timeout(common::WAIT, stream.read_to_end(&mut response))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
+    response.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[tokio::test]
+async fn http_on_the_https_port_is_redirected_and_https_still_works() {
+    let dir = std::env::temp_dir().join(format!("duet-ops-redirect-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // A free port for --http-redirect-listen (bound and let go: the OS rarely hands it out
+    // again at once).
+    let redirect_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let data_dir = dir.clone();
+    let mut server = common::Server::start(move |c| {
+        c.tls.tls_self_signed = true;
+        c.tls.data_dir = Some(data_dir);
+        c.tls.http_redirect_listen = Some(redirect_addr);
+    })
+    .await;
+    let port = server.addr.port();
+
+    let response = raw_http(
+        server.addr,
+        &format!("GET /call?me=1 HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n"),
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 301"), "{response}");
+    assert_eq!(
+        header(&response, "location"),
+        Some(format!("https://localhost:{port}/call?me=1").as_str()),
+        "{response}"
+    );
+
+    // The separate redirect port points at the HTTPS port.
+    let response = raw_http(
+        redirect_addr,
+        &format!(
+            "GET / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+            redirect_addr.port()
+        ),
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 301"), "{response}");
+    assert_eq!(
+        header(&response, "location"),
+        Some(format!("https://127.0.0.1:{port}/").as_str()),
+        "{response}"
+    );
+
+    // HTTPS on the same port is unaffected.
+    let cert = dir.join("self-signed-cert.pem");
+    let (_, response) = https_get(server.addr, &cert, "/healthz")
+        .await
+        .expect("https");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    server.shutdown().await.expect("shutdown");
+    let _ = std::fs::remove_dir_all(&dir);
+}
