@@ -17,6 +17,7 @@
 //!   `relay` (guarded relay sockets, bandwidth cap), `tcp` (TURN over TCP), and `filter`
 //!   (the one `Conn` wrapper the gate and the relay guard plug into).
 //! - [`tls`]: HTTPS/WSS: certificate files or a stored self-signed certificate.
+//! - [`tls_reload`]: the certificate in use, reloaded on SIGHUP and when its files change.
 //! - [`server`]: the accept loop and one TCP connection's life (first-byte and TLS
 //!   handshake deadlines, HTTP serving, graceful shutdown).
 //! - [`redirect`]: plain HTTP on the HTTPS port (or `--http-redirect-listen`) answered
@@ -46,6 +47,7 @@ pub mod server;
 pub mod session;
 pub mod startup;
 pub mod tls;
+pub mod tls_reload;
 pub mod turn;
 
 use std::future::Future;
@@ -141,7 +143,11 @@ pub async fn run(
             cancel.clone(),
         ));
     }
-    let acceptor = tls.map(|tls| tls.acceptor);
+    let (acceptor, reloader) = match tls {
+        Some(tls) => (Some(tls.acceptor), tls.reloader),
+        None => (None, None),
+    };
+    connections.spawn(tls_reload::watch(reloader, cancel.clone()));
     server::serve(
         listener,
         http::router(state),

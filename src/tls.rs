@@ -25,9 +25,12 @@ use anyhow::Context as _;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_rustls::TlsAcceptor;
+
+use crate::tls_reload::{CurrentCert, Reloader};
 
 const CERT_FILE: &str = "self-signed-cert.pem";
 const KEY_FILE: &str = "self-signed-key.pem";
@@ -87,6 +90,10 @@ pub struct Tls {
     pub cert_path: PathBuf,
     /// SHA-256 of the leaf certificate, `AB:CD:...` as browsers show it.
     pub fingerprint: String,
+    /// For `--tls-cert/--tls-key`: reloads them into the acceptor (see
+    /// [`crate::tls_reload`]). The self-signed certificate is duet's own and changes only
+    /// at a restart.
+    pub reloader: Option<Reloader>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -114,18 +121,27 @@ impl TlsConfig {
     /// Builds the acceptor, or `None` for plain HTTP. Call once at startup;
     /// errors name the offending file.
     pub fn load(&self) -> anyhow::Result<Option<Tls>> {
-        let (cert_path, key_path) = match (&self.tls_cert, &self.tls_key, self.tls_self_signed) {
-            (Some(c), Some(k), _) => (c.clone(), k.clone()),
-            (None, None, true) => ensure_self_signed(&self.data_dir(), &local_names())?,
-            (None, None, false) => return Ok(None),
-            _ => anyhow::bail!("--tls-cert and --tls-key must be given together"),
-        };
-        let (config, fingerprint) = server_config(&cert_path, &key_path)?;
+        let (cert_path, key_path, files) =
+            match (&self.tls_cert, &self.tls_key, self.tls_self_signed) {
+                (Some(c), Some(k), _) => (c.clone(), k.clone(), true),
+                (None, None, true) => {
+                    let (c, k) = ensure_self_signed(&self.data_dir(), &local_names())?;
+                    (c, k, false)
+                }
+                (None, None, false) => return Ok(None),
+                _ => anyhow::bail!("--tls-cert and --tls-key must be given together"),
+            };
+        let (key, fingerprint) = certified_key(&cert_path, &key_path)?;
+        let current = CurrentCert::new(key);
+        let config = server_config_for(current.clone())?;
         tracing::info!(cert = %cert_path.display(), %fingerprint, "TLS enabled");
+        let reloader =
+            files.then(|| Reloader::new(cert_path.clone(), key_path, current, fingerprint.clone()));
         Ok(Some(Tls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             cert_path,
             fingerprint,
+            reloader,
         }))
     }
 }
@@ -134,6 +150,28 @@ impl TlsConfig {
 /// http/1.1, matching hyper-util's auto builder). Returns the leaf's
 /// fingerprint too.
 pub fn server_config(cert_path: &Path, key_path: &Path) -> anyhow::Result<(ServerConfig, String)> {
+    let (key, fingerprint) = certified_key(cert_path, key_path)?;
+    Ok((server_config_for(CurrentCert::new(key))?, fingerprint))
+}
+
+/// A server config whose every handshake gets what `current` holds at that moment.
+fn server_config_for(current: Arc<CurrentCert>) -> anyhow::Result<ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_cert_resolver(current);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Reads a PEM chain and its private key, checks that they belong together, and returns
+/// them ready for rustls with the leaf's fingerprint. Errors name the file.
+pub fn certified_key(
+    cert_path: &Path,
+    key_path: &Path,
+) -> anyhow::Result<(Arc<CertifiedKey>, String)> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
         .with_context(|| format!("reading {}", cert_path.display()))?
         .collect::<Result<_, _>>()
@@ -144,22 +182,15 @@ pub fn server_config(cert_path: &Path, key_path: &Path) -> anyhow::Result<(Serve
     let fingerprint = fingerprint(leaf);
     let key = PrivateKeyDer::from_pem_file(key_path)
         .with_context(|| format!("reading private key {}", key_path.display()))?;
-
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .with_context(|| {
-            format!(
-                "{} does not match {}",
-                key_path.display(),
-                cert_path.display()
-            )
-        })?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok((config, fingerprint))
+    let provider = rustls::crypto::ring::default_provider();
+    let key = CertifiedKey::from_der(certs, key, &provider).with_context(|| {
+        format!(
+            "{} does not match {}",
+            key_path.display(),
+            cert_path.display()
+        )
+    })?;
+    Ok((Arc::new(key), fingerprint))
 }
 
 /// SHA-256 over the DER certificate as colon-separated upper-case hex, the

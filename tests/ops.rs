@@ -97,7 +97,6 @@ impl Duet {
     }
 
     /// Sends SIGHUP (the reload signal).
-    #[allow(dead_code)]
     fn hangup(&self) {
         let status = Command::new("kill")
             .args(["-HUP", &self.child.id().to_string()])
@@ -206,16 +205,16 @@ async fn log_names_false_keeps_names_and_addresses_out() {
     }
 }
 
-/// Connects over TLS trusting only the certificates in `ca_file`, sends `GET path` and
-/// returns the fingerprint of the certificate the server presented, and the response.
-async fn https_get(
+type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// Connects over TLS to `localhost` at `addr`, trusting only the certificates in
+/// `ca_file`; returns the stream and the fingerprint of the certificate it presented.
+async fn tls_connect(
     addr: SocketAddr,
     ca_file: &std::path::Path,
-    path: &str,
-) -> Result<(String, String), String> {
+) -> Result<(TlsStream, String), String> {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, ServerName};
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| e.to_string())? {
         roots
@@ -234,7 +233,7 @@ async fn https_get(
         .await
         .map_err(|e| e.to_string())?;
     let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-    let mut tls = tokio::time::timeout(common::WAIT, connector.connect(name, tcp))
+    let tls = tokio::time::timeout(common::WAIT, connector.connect(name, tcp))
         .await
         .map_err(|_| "handshake timed out".to_string())?
         .map_err(|e| e.to_string())?;
@@ -245,6 +244,18 @@ async fn https_get(
         .and_then(|c| c.first())
         .map(duet::tls::fingerprint)
         .ok_or("no certificate")?;
+    Ok((tls, leaf))
+}
+
+/// `GET path` over TLS (see [`tls_connect`]); returns the certificate's fingerprint and
+/// the response.
+async fn https_get(
+    addr: SocketAddr,
+    ca_file: &std::path::Path,
+    path: &str,
+) -> Result<(String, String), String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (mut tls, leaf) = tls_connect(addr, ca_file).await?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     tls.write_all(request.as_bytes())
         .await
@@ -332,4 +343,108 @@ async fn http_on_the_https_port_is_redirected_and_https_still_works() {
 
     server.shutdown().await.expect("shutdown");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Writes a fresh self-signed certificate for `localhost` to `cert` and `key` (each via
+/// a rename, as certbot does, so the server never reads half a file).
+fn write_cert(cert: &std::path::Path, key: &std::path::Path) {
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    let pair = rcgen::KeyPair::generate().expect("key");
+    let signed = params.self_signed(&pair).expect("sign");
+    for (path, pem) in [(key, pair.serialize_pem()), (cert, signed.pem())] {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, pem).expect("write");
+        std::fs::rename(&tmp, path).expect("rename");
+    }
+}
+
+/// Waits (bounded) until a client trusting only `cert` gets that certificate from the
+/// server; returns its fingerprint.
+async fn wait_served(addr: SocketAddr, cert: &std::path::Path) -> String {
+    let deadline = Instant::now() + START;
+    loop {
+        match https_get(addr, cert, "/healthz").await {
+            Ok((fingerprint, response)) => {
+                assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+                return fingerprint;
+            }
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "{} not served within {START:?}: {e}",
+                cert.display()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn certificate_files_reload_on_sighup_and_on_change_keeping_open_websockets() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let files = std::env::temp_dir().join(format!("duet-ops-certs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&files);
+    std::fs::create_dir_all(&files).expect("mkdir");
+    let (cert, key) = (files.join("cert.pem"), files.join("key.pem"));
+    write_cert(&cert, &key);
+    let first_copy = files.join("first.pem");
+    std::fs::copy(&cert, &first_copy).expect("copy");
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    let mut duet = Duet::start("reload", &["--tls-cert", &cert_s, "--tls-key", &key_s]);
+    let addr = duet.addr;
+    let first = wait_served(addr, &cert).await;
+
+    // A WebSocket opened on the first certificate.
+    let (tls, _) = tls_connect(addr, &cert).await.expect("tls");
+    let url = format!("wss://localhost:{}/ws", addr.port());
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tls)
+        .await
+        .expect("wss upgrade");
+    ws.send(Message::text(r#"{"type":"login","name":"stays"}"#))
+        .await
+        .expect("send");
+    let reply = tokio::time::timeout(common::WAIT, ws.next()).await;
+    assert!(
+        matches!(reply, Ok(Some(Ok(Message::Text(ref t)))) if t.contains("\"success\":true")),
+        "{reply:?}"
+    );
+
+    // New files and SIGHUP: the new certificate is served.
+    write_cert(&cert, &key);
+    duet.hangup();
+    let second = wait_served(addr, &cert).await;
+    assert_ne!(first, second);
+    duet.wait_for("SIGHUP: reloading the certificate");
+    assert!(
+        https_get(addr, &first_copy, "/healthz").await.is_err(),
+        "the old certificate is no longer served"
+    );
+
+    // A broken file keeps the certificate in use.
+    let second_copy = files.join("second.pem");
+    std::fs::copy(&cert, &second_copy).expect("copy");
+    std::fs::write(&cert, "not a certificate").expect("write junk");
+    duet.hangup();
+    duet.wait_for("certificate not reloaded");
+    let (still, _) = https_get(addr, &second_copy, "/healthz")
+        .await
+        .expect("the second certificate is still served");
+    assert_eq!(still, second);
+
+    // Changed files are picked up without a signal.
+    write_cert(&cert, &key);
+    let third = wait_served(addr, &cert).await;
+    assert_ne!(third, second);
+
+    // The WebSocket opened before all this is still open and answering.
+    ws.send(Message::Ping(b"still there".to_vec().into()))
+        .await
+        .expect("ping");
+    let pong = tokio::time::timeout(common::WAIT, ws.next()).await;
+    assert!(
+        matches!(pong, Ok(Some(Ok(Message::Pong(ref p)))) if &p[..] == b"still there"),
+        "{pong:?}"
+    );
+    let _ = std::fs::remove_dir_all(&files);
 }
