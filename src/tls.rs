@@ -275,7 +275,10 @@ pub fn ensure_self_signed(dir: &Path, names: &[String]) -> anyhow::Result<(PathB
     let cert = params.self_signed(&key).context("self-signing")?;
 
     // Key first and private; the certificate and metadata only reference it.
-    write_atomic(&key_path, key.serialize_pem().as_bytes(), true)?;
+    // An existing directory this user may not write (a service's leftover, owned by
+    // root) fails here rather than at `create_dir_all`.
+    write_atomic(&key_path, key.serialize_pem().as_bytes(), true)
+        .with_context(|| data_dir_hint(dir))?;
     write_atomic(&cert_path, cert.pem().as_bytes(), false)?;
     let meta = Meta {
         names: names.to_vec(),
@@ -290,7 +293,7 @@ pub fn ensure_self_signed(dir: &Path, names: &[String]) -> anyhow::Result<(PathB
 /// user without a home directory, whose default (`~/.local/share/duet`) does not exist.
 fn data_dir_hint(dir: &Path) -> String {
     format!(
-        "cannot create the data directory {}: choose a directory this user may write with \
+        "cannot create or write the data directory {}: choose a directory this user may write with \
          --data-dir (or DUET_DATA_DIR), e.g. --data-dir /var/lib/duet (under systemd, \
          StateDirectory=duet creates it: see docs/duet.service)",
         dir.display()

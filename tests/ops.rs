@@ -448,3 +448,41 @@ async fn certificate_files_reload_on_sighup_and_on_change_keeping_open_websocket
     );
     let _ = std::fs::remove_dir_all(&files);
 }
+
+/// Runs the binary to completion with `args`; returns its exit status and stderr.
+fn run_to_exit(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_duet"))
+        .args(args)
+        .env("DUET_LOG", "info")
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run duet");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn startup_errors_suggest_the_fix() {
+    // Port in use: the hint names --listen.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let (status, stderr) = run_to_exit(&["--listen", &addr]);
+    assert!(!status.success());
+    assert!(stderr.contains("already listens on port"), "{stderr}");
+    assert!(stderr.contains("--listen"), "{stderr}");
+
+    // A data directory that cannot be created (not even by root, under /proc).
+    let (status, stderr) = run_to_exit(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-self-signed",
+        "--data-dir",
+        "/proc/duet-cannot-exist/data",
+    ]);
+    assert!(!status.success());
+    assert!(stderr.contains("--data-dir"), "{stderr}");
+    assert!(stderr.contains("DUET_DATA_DIR"), "{stderr}");
+}
