@@ -21,12 +21,16 @@ Examples:
   On a LAN, for phones on the same Wi-Fi (open the https:// address it logs):
     duet --tls-self-signed
 
-  On a public host with a certificate and the embedded TURN server:
+  On a public host, with a certificate from Let's Encrypt and the embedded TURN server:
     duet --listen 0.0.0.0:443 \\
-         --tls-cert /etc/letsencrypt/live/call.example.org/fullchain.pem \\
-         --tls-key /etc/letsencrypt/live/call.example.org/privkey.pem \\
+         --acme-domain call.example.org --acme-email me@example.org \\
          --allowed-origin https://call.example.org \\
          --turn-server --turn-external-ip 203.0.113.7
+
+  The same with certificate files (reloaded when they change):
+    duet --listen 0.0.0.0:443 \\
+         --tls-cert /etc/letsencrypt/live/call.example.org/fullchain.pem \\
+         --tls-key /etc/letsencrypt/live/call.example.org/privkey.pem
 
 Every option can also be set through the environment variable shown with it; options
 that repeat take a comma-separated list there (DUET_STUN=stun:a.example,stun:b.example).

@@ -17,6 +17,7 @@
 //!   `relay` (guarded relay sockets, bandwidth cap), `tcp` (TURN over TCP), and `filter`
 //!   (the one `Conn` wrapper the gate and the relay guard plug into).
 //! - [`tls`]: HTTPS/WSS: certificate files or a stored self-signed certificate.
+//! - [`acme`]: automatic certificates (`--acme-domain`) through TLS-ALPN-01.
 //! - [`tls_reload`]: the certificate in use, reloaded on SIGHUP and when its files change.
 //! - [`server`]: the accept loop and one TCP connection's life (first-byte and TLS
 //!   handshake deadlines, HTTP serving, graceful shutdown).
@@ -34,6 +35,7 @@
 //! [`run`] is the whole server: it accepts connections until `shutdown` resolves, then
 //! closes every WebSocket with 1001 and returns.
 
+pub mod acme;
 pub mod config;
 pub mod http;
 pub mod ice;
@@ -109,6 +111,7 @@ pub async fn run(
     let registry = registry_for(&config).await?;
     let grace = config.shutdown_grace;
     let self_signed = config.tls.tls_self_signed;
+    let acme_domains = config.tls.acme_domains.clone();
     let redirect_listen = config.tls.http_redirect_listen;
     let cancel = CancellationToken::new();
     let ctx = Arc::new(Context {
@@ -127,10 +130,17 @@ pub async fn run(
     let scheme = match (&tls, self_signed) {
         (None, _) => startup::Scheme::Http,
         (Some(_), true) => startup::Scheme::HttpsSelfSigned,
+        (Some(_), false) if !acme_domains.is_empty() => startup::Scheme::HttpsAcme,
         (Some(_), false) => startup::Scheme::HttpsFiles,
     };
     let local = listener.local_addr()?;
     startup::announce(local, scheme);
+    for domain in &acme_domains {
+        match local.port() {
+            443 => info!("open https://{domain}/ (certificate from ACME)"),
+            port => info!("open https://{domain}:{port}/ (certificate from ACME)"),
+        }
+    }
     let connections = TaskTracker::new();
     if let Some(redirect_addr) = redirect_listen {
         let redirect_listener = bind(redirect_addr)
@@ -143,11 +153,14 @@ pub async fn run(
             cancel.clone(),
         ));
     }
-    let (acceptor, reloader) = match tls {
-        Some(tls) => (Some(tls.acceptor), tls.reloader),
-        None => (None, None),
+    let (acceptor, reloader, acme) = match tls {
+        Some(tls) => (Some(tls.acceptor), tls.reloader, tls.acme),
+        None => (None, None, None),
     };
     connections.spawn(tls_reload::watch(reloader, cancel.clone()));
+    if let Some(acme) = acme {
+        connections.spawn(acme.drive(cancel.clone()));
+    }
     server::serve(
         listener,
         http::router(state),

@@ -145,6 +145,13 @@ async fn serve_connection(stream: TcpStream, addr: SocketAddr, shared: Shared) {
             match result {
                 // Boxed so that plain connections do not carry the size of a TLS session
                 // (about a kilobyte) in every upgraded socket.
+                // An ACME server validating TLS-ALPN-01: the handshake was the answer.
+                Ok(Ok(tls))
+                    if tls.get_ref().1.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) =>
+                {
+                    debug!(%addr, "ACME TLS-ALPN-01 validation handshake done");
+                    return;
+                }
                 Ok(Ok(tls)) => Either::Right(Box::new(tls)),
                 Ok(Err(e)) => {
                     debug!(%addr, error = %e, "TLS handshake failed");

@@ -16,13 +16,16 @@ pub enum Scheme {
     /// Certificate files: a browser accepts only the names in the certificate, which
     /// the operator knows (usually a domain pointing here).
     HttpsFiles,
+    /// `--acme-domain`: the certificate is for those domains only; their URLs are
+    /// announced by the caller.
+    HttpsAcme,
 }
 
 impl Scheme {
     fn as_str(self) -> &'static str {
         match self {
             Scheme::Http => "http",
-            Scheme::HttpsSelfSigned | Scheme::HttpsFiles => "https",
+            Scheme::HttpsSelfSigned | Scheme::HttpsFiles | Scheme::HttpsAcme => "https",
         }
     }
 }
@@ -35,6 +38,9 @@ pub fn urls(addr: SocketAddr, scheme: Scheme, lan: &[IpAddr]) -> Vec<String> {
     let port = addr.port();
     let ip = addr.ip();
     let mut urls = Vec::new();
+    if scheme == Scheme::HttpsAcme {
+        return urls;
+    }
     if ip.is_unspecified() || ip.is_loopback() {
         urls.push(format!("{s}://localhost:{port}/"));
     }

@@ -67,6 +67,49 @@ pub struct TlsConfig {
     #[arg(long, env = "DUET_TLS_SELF_SIGNED")]
     pub tls_self_signed: bool,
 
+    /// Get and renew a certificate for this domain automatically through ACME (Let's
+    /// Encrypt by default), validated over TLS-ALPN-01 on --listen's port, which must be
+    /// reachable as port 443 from the internet. Turns HTTPS on. Repeatable;
+    /// comma-separated in the environment.
+    #[arg(
+        long = "acme-domain",
+        env = "DUET_ACME_DOMAINS",
+        value_delimiter = ',',
+        value_name = "DOMAIN",
+        conflicts_with_all = ["tls_cert", "tls_self_signed"]
+    )]
+    pub acme_domains: Vec<String>,
+
+    /// Contact address given to the ACME server (expiry warnings, policy changes).
+    #[arg(
+        long,
+        env = "DUET_ACME_EMAIL",
+        value_name = "EMAIL",
+        requires = "acme_domains"
+    )]
+    pub acme_email: Option<String>,
+
+    /// ACME directory to order from. Let's Encrypt's staging directory, for trying a
+    /// setup without its rate limits, is
+    /// https://acme-staging-v02.api.letsencrypt.org/directory.
+    #[arg(
+        long,
+        env = "DUET_ACME_DIRECTORY",
+        value_name = "URL",
+        default_value = crate::acme::LETS_ENCRYPT
+    )]
+    pub acme_directory: String,
+
+    /// Also trust this PEM CA certificate for the ACME directory's own HTTPS (a private
+    /// ACME server), besides the public roots.
+    #[arg(
+        long,
+        env = "DUET_ACME_CA_FILE",
+        value_name = "FILE",
+        requires = "acme_domains"
+    )]
+    pub acme_ca_file: Option<PathBuf>,
+
     /// Also listen on this address (e.g. 0.0.0.0:80) and answer every request there with a
     /// redirect to the same host and path over https on --listen's port. Needs HTTPS.
     #[arg(long, env = "DUET_HTTP_REDIRECT_LISTEN", value_name = "ADDR:PORT")]
@@ -94,6 +137,8 @@ pub struct Tls {
     /// [`crate::tls_reload`]). The self-signed certificate is duet's own and changes only
     /// at a restart.
     pub reloader: Option<Reloader>,
+    /// For `--acme-domain`: the ACME client to drive in a task.
+    pub acme: Option<crate::acme::Acme>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -121,6 +166,9 @@ impl TlsConfig {
     /// Builds the acceptor, or `None` for plain HTTP. Call once at startup;
     /// errors name the offending file.
     pub fn load(&self) -> anyhow::Result<Option<Tls>> {
+        if !self.acme_domains.is_empty() {
+            return self.load_acme().map(Some);
+        }
         let (cert_path, key_path, files) =
             match (&self.tls_cert, &self.tls_key, self.tls_self_signed) {
                 (Some(c), Some(k), _) => (c.clone(), k.clone(), true),
@@ -142,7 +190,38 @@ impl TlsConfig {
             cert_path,
             fingerprint,
             reloader,
+            acme: None,
         }))
+    }
+
+    /// HTTPS with certificates from ACME: the challenge handshakes and the certificate
+    /// both come from the ACME client's resolver.
+    fn load_acme(&self) -> anyhow::Result<Tls> {
+        let acme = crate::acme::start(
+            &self.acme_domains,
+            self.acme_email.as_deref(),
+            &self.acme_directory,
+            self.acme_ca_file.as_deref(),
+            &self.data_dir(),
+        )?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?
+            .with_no_client_auth()
+            .with_cert_resolver(acme.resolver.clone());
+        config.alpn_protocols = vec![
+            b"h2".to_vec(),
+            b"http/1.1".to_vec(),
+            crate::acme::ACME_TLS_ALPN.to_vec(),
+        ];
+        Ok(Tls {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            cert_path: self.data_dir().join("acme"),
+            fingerprint: String::new(),
+            reloader: None,
+            acme: Some(acme),
+        })
     }
 }
 

@@ -34,9 +34,11 @@ impl Duet {
         if !args.contains(&"--listen") {
             command.args(["--listen", "127.0.0.1:0"]);
         }
+        if !args.contains(&"--data-dir") {
+            command.arg("--data-dir").arg(&dir);
+        }
         command
-            .args(["--rate-limit", "0", "--data-dir"])
-            .arg(&dir)
+            .args(["--rate-limit", "0"])
             .args(args)
             .env("DUET_LOG", "info")
             .stdin(Stdio::null())
@@ -213,6 +215,15 @@ async fn tls_connect(
     addr: SocketAddr,
     ca_file: &std::path::Path,
 ) -> Result<(TlsStream, String), String> {
+    tls_connect_to(addr, "localhost", ca_file).await
+}
+
+/// [`tls_connect`] to the server name `name`.
+async fn tls_connect_to(
+    addr: SocketAddr,
+    name: &str,
+    ca_file: &std::path::Path,
+) -> Result<(TlsStream, String), String> {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, ServerName};
     let mut roots = rustls::RootCertStore::empty();
@@ -232,7 +243,7 @@ async fn tls_connect(
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| e.to_string())?;
-    let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
     let tls = tokio::time::timeout(common::WAIT, connector.connect(name, tcp))
         .await
         .map_err(|_| "handshake timed out".to_string())?
@@ -254,9 +265,19 @@ async fn https_get(
     ca_file: &std::path::Path,
     path: &str,
 ) -> Result<(String, String), String> {
+    https_get_from(addr, "localhost", ca_file, path).await
+}
+
+/// [`https_get`] from the server name `name`.
+async fn https_get_from(
+    addr: SocketAddr,
+    name: &str,
+    ca_file: &std::path::Path,
+    path: &str,
+) -> Result<(String, String), String> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let (mut tls, leaf) = tls_connect(addr, ca_file).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let (mut tls, leaf) = tls_connect_to(addr, name, ca_file).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n");
     tls.write_all(request.as_bytes())
         .await
         .map_err(|e| e.to_string())?;
@@ -441,11 +462,7 @@ async fn certificate_files_reload_on_sighup_and_on_change_keeping_open_websocket
     ws.send(Message::Ping(b"still there".to_vec().into()))
         .await
         .expect("ping");
-    let pong = tokio::time::timeout(common::WAIT, ws.next()).await;
-    assert!(
-        matches!(pong, Ok(Some(Ok(Message::Pong(ref p)))) if &p[..] == b"still there"),
-        "{pong:?}"
-    );
+    assert_pong(&mut ws, b"still there").await;
     let _ = std::fs::remove_dir_all(&files);
 }
 
@@ -485,4 +502,207 @@ fn startup_errors_suggest_the_fix() {
     assert!(!status.success());
     assert!(stderr.contains("--data-dir"), "{stderr}");
     assert!(stderr.contains("DUET_DATA_DIR"), "{stderr}");
+}
+
+/// A helper process (pebble, its DNS) killed when the test ends, however it ends.
+struct Helper(Child);
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port nobody listens on right now (bound and let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Waits (bounded) until something accepts TCP connections on `port`.
+async fn wait_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + START;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "{what} not listening on {port}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The body of an HTTP/1.1 response (not chunked).
+fn body(response: &str) -> &str {
+    response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// ACME against Debian's pebble, all on loopback: duet gets a certificate for a test
+/// domain through TLS-ALPN-01, https and wss work with it, a renewal (pebble issues
+/// short-lived certificates here) is served without a restart while a WebSocket stays
+/// open, and a restart reuses the stored certificate. Skipped when pebble is not
+/// installed (`scripts/test` installs it).
+#[tokio::test]
+async fn acme_certificate_from_pebble_is_served_and_renewed() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+
+    if Command::new("pebble").arg("-h").output().is_err() {
+        eprintln!("pebble is not installed (apt-get install pebble); skipping the ACME test");
+        return;
+    }
+    const DOMAIN: &str = "duet.test";
+    let dir = std::env::temp_dir().join(format!("duet-ops-pebble-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+
+    // Pebble's own HTTPS certificate, which duet trusts through --acme-ca-file.
+    let pebble_cert = dir.join("pebble-cert.pem");
+    let pebble_key = dir.join("pebble-key.pem");
+    write_cert(&pebble_cert, &pebble_key);
+
+    let (acme_port, mgmt_port, dns_port, duet_port) =
+        (free_port(), free_port(), free_port(), free_port());
+    let config = serde_json::json!({"pebble": {
+        "listenAddress": format!("127.0.0.1:{acme_port}"),
+        "managementListenAddress": format!("127.0.0.1:{mgmt_port}"),
+        "certificate": pebble_cert,
+        "privateKey": pebble_key,
+        "httpPort": free_port(),
+        // Validation connects to the domain at this port: duet's.
+        "tlsPort": duet_port,
+        "ocspResponderURL": "",
+        "externalAccountBindingRequired": false,
+        // Short-lived, so that a renewal (at a third of the lifetime left) comes soon.
+        "certificateValidityPeriod": 30
+    }});
+    let config_file = dir.join("pebble.json");
+    std::fs::write(&config_file, config.to_string()).expect("config");
+    // Every name resolves to 127.0.0.1 (and no IPv6, where duet does not listen).
+    let _dns = Helper(
+        Command::new("pebble-challtestsrv")
+            .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .args(["-management", &format!("127.0.0.1:{}", free_port())])
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pebble-challtestsrv"),
+    );
+    let _pebble = Helper(
+        Command::new("pebble")
+            .arg("-config")
+            .arg(&config_file)
+            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+            // No random validation delays, no deliberately rejected nonces.
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pebble"),
+    );
+    wait_listening(acme_port, "pebble").await;
+    wait_listening(mgmt_port, "pebble management").await;
+
+    let data = dir.join("data");
+    let listen = format!("127.0.0.1:{duet_port}");
+    let directory = format!("https://localhost:{acme_port}/dir");
+    let ca = pebble_cert.display().to_string();
+    let data_s = data.display().to_string();
+    let args = [
+        "--listen",
+        listen.as_str(),
+        "--acme-domain",
+        DOMAIN,
+        "--acme-email",
+        "ops@duet.test",
+        "--acme-directory",
+        directory.as_str(),
+        "--acme-ca-file",
+        ca.as_str(),
+        "--data-dir",
+        data_s.as_str(),
+    ];
+    let started = Instant::now();
+    let mut duet = Duet::start("acme", &args);
+    duet.wait_for("DeployedNewCert");
+    eprintln!("certificate from pebble after {:?}", started.elapsed());
+
+    // The issuing root, from pebble's management interface.
+    let mgmt: SocketAddr = format!("127.0.0.1:{mgmt_port}").parse().expect("addr");
+    let (_, response) = https_get_from(mgmt, "localhost", &pebble_cert, "/roots/0")
+        .await
+        .expect("pebble root");
+    let root = dir.join("pebble-root.pem");
+    std::fs::write(&root, body(&response)).expect("write root");
+
+    let addr = duet.addr;
+    let (first, response) = https_get_from(addr, DOMAIN, &root, "/healthz")
+        .await
+        .expect("https with the ACME certificate");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let (tls, _) = tls_connect_to(addr, DOMAIN, &root).await.expect("tls");
+    let url = format!("wss://{DOMAIN}:{duet_port}/ws");
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tls)
+        .await
+        .expect("wss upgrade");
+    ws.send(Message::text(r#"{"type":"login","name":"acme-user"}"#))
+        .await
+        .expect("send");
+    let reply = tokio::time::timeout(common::WAIT, ws.next()).await;
+    assert!(
+        matches!(reply, Ok(Some(Ok(Message::Text(ref t)))) if t.contains("\"success\":true")),
+        "{reply:?}"
+    );
+
+    // The renewal is served without a restart (bounded wait: about 20 s of the 30 s
+    // lifetime, on a quiet machine).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (now, _) = https_get_from(addr, DOMAIN, &root, "/healthz")
+            .await
+            .expect("https during renewal");
+        if now != first {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no renewal served within 90 s:\n{}",
+            duet.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    ws.send(Message::Ping(b"renewed".to_vec().into()))
+        .await
+        .expect("ping");
+    assert_pong(&mut ws, b"renewed").await;
+    drop(ws);
+
+    // A restart deploys the stored certificate (the data directory is the test's, not
+    // the Duet helper's own, so it survives the first process).
+    drop(duet);
+    let mut again = Duet::start("acme2", &args);
+    again.wait_for("DeployedCachedCert");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits for the pong to our ping `payload`, skipping the server's own keepalive pings:
+/// the WebSocket is open and answering.
+async fn assert_pong<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, payload: &[u8])
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match tokio::time::timeout(common::WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Ping(_)))) => continue,
+            Ok(Some(Ok(Message::Pong(p)))) if &p[..] == payload => return,
+            other => panic!("expected our pong, got {other:?}"),
+        }
+    }
 }
