@@ -8,120 +8,104 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::ice::IceConfig;
+use crate::logging::LogFormat;
 use crate::tls::TlsConfig;
 use crate::turn::TurnConfig;
 
+/// The examples at the end of `--help`.
+const EXAMPLES: &str = "\
+Examples:
+  On this machine only (open http://localhost:9090/ in two tabs):
+    duet
+
+  On a LAN, for phones on the same Wi-Fi (open the https:// address it logs):
+    duet --tls-self-signed
+
+  On a public host, with a certificate from Let's Encrypt and the embedded TURN server:
+    duet --listen 0.0.0.0:443 \\
+         --acme-domain call.example.org --acme-email me@example.org \\
+         --allowed-origin https://call.example.org \\
+         --turn-server --turn-external-ip 203.0.113.7
+
+  The same with certificate files (reloaded when they change):
+    duet --listen 0.0.0.0:443 \\
+         --tls-cert /etc/letsencrypt/live/call.example.org/fullchain.pem \\
+         --tls-key /etc/letsencrypt/live/call.example.org/privkey.pem
+
+Every option can also be set through the environment variable shown with it; options
+that repeat take a comma-separated list there (DUET_STUN=stun:a.example,stun:b.example).
+The log level is DUET_LOG (default info; e.g. DUET_LOG=debug). More in README.md and docs/.";
+
 /// duet: self-hosted one-to-one video calls. Serves the web client, the signaling
 /// WebSocket, health and metrics on one port.
+// Fields are in the order their headings appear in `--help`: clap lists headings in the
+// order of their first argument.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "duet", version, about, long_about = None)]
+#[command(name = "duet", version, about, long_about = None, after_help = EXAMPLES)]
 pub struct Config {
-    /// Address to listen on for HTTP and WebSocket (the seed's port is 9090).
-    #[arg(long, env = "DUET_LISTEN", default_value = "0.0.0.0:9090")]
+    // ---- Basics
+    /// Address and port to serve the web client, the WebSocket, /healthz and /metrics on.
+    /// The default is plain HTTP to the whole network: add HTTPS (below) or use
+    /// 127.0.0.1:9090 to keep it to this machine.
+    #[arg(
+        long,
+        env = "DUET_LISTEN",
+        default_value = "0.0.0.0:9090",
+        value_name = "ADDR:PORT",
+        help_heading = "Basics"
+    )]
     pub listen: SocketAddr,
 
-    /// Largest accepted WebSocket message, in bytes; larger ones close the connection with
-    /// code 1009.
-    #[arg(long, env = "DUET_MAX_MESSAGE_SIZE", default_value_t = 64 * 1024)]
-    pub max_message_size: usize,
-
-    /// Sustained messages per second allowed per connection (token bucket); 0 turns the
-    /// rate limit off.
-    #[arg(long, env = "DUET_RATE_LIMIT", default_value_t = 50.0)]
-    pub rate_limit: f64,
-
-    /// Burst size of the per-connection rate limit. A client that keeps sending after this
-    /// many `rate-limited` errors in a row is disconnected (close code 1008).
-    #[arg(long, env = "DUET_RATE_BURST", default_value_t = 200)]
-    pub rate_burst: u32,
-
-    /// Most WebSocket connections held at once; further upgrades get HTTP 503.
-    #[arg(long, env = "DUET_MAX_CONNECTIONS", default_value_t = 50_000)]
-    pub max_connections: usize,
-
-    /// How often the server pings each WebSocket.
-    #[arg(long, env = "DUET_PING_INTERVAL", default_value = "20s", value_parser = humantime::parse_duration)]
-    pub ping_interval: Duration,
-
-    /// How long after a ping a silent client is considered gone: its name is freed and its
-    /// call peer told.
-    #[arg(long, env = "DUET_PONG_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
-    pub pong_timeout: Duration,
-
     /// Web origins allowed to open the signaling WebSocket, e.g. https://call.example.org
-    /// (repeatable). Browsers send their page's origin; other origins get 403. Clients
-    /// that send no Origin (not browsers) are always allowed. Default: any origin, as the
-    /// seed's server did; set it on a public server so that other sites' pages cannot
-    /// use it (and its TURN credentials).
+    /// (repeatable; comma-separated in the environment). Browsers send their page's
+    /// origin; other origins get 403. Clients that send no Origin (not browsers) are
+    /// always allowed. Default: any origin; set it on a public server so that other
+    /// sites' pages cannot use it (and its TURN credentials).
     #[arg(
         long = "allowed-origin",
         env = "DUET_ALLOWED_ORIGINS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_name = "ORIGIN",
+        help_heading = "Basics"
     )]
     pub allowed_origins: Vec<String>,
 
-    /// Worker threads; 0 means one per CPU core available to the process. With one
-    /// thread (given, or the only core) duet runs tokio's single-threaded scheduler, the
-    /// cheapest per message; more threads carry more TLS handshakes and TURN relaying.
-    #[arg(long, env = "DUET_THREADS", default_value_t = 0)]
-    pub threads: usize,
-
-    /// Per-connection WebSocket read buffer, in bytes, allocated up front. Small keeps idle
-    /// connections cheap; larger reads more pipelined messages per system call.
-    #[arg(long, env = "DUET_WS_READ_BUFFER", default_value_t = 512)]
-    pub ws_read_buffer: usize,
-
-    /// Messages queued for one client before it counts as a slow consumer and is
-    /// disconnected (close code 1013).
-    #[arg(long, env = "DUET_QUEUE_CAPACITY", default_value_t = 1024)]
-    pub queue_capacity: usize,
-
-    /// A write to one client that takes longer than this disconnects it.
-    #[arg(long, env = "DUET_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub write_timeout: Duration,
-
-    /// How long an unanswered call rings before the server ends it with reason
-    /// `no-answer`.
-    #[arg(long, env = "DUET_RING_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub ring_timeout: Duration,
-
-    /// Presence (who is online) is sent while at most this many users are online; 0 turns
-    /// presence off.
-    #[arg(long, env = "DUET_PRESENCE_LIMIT", default_value_t = 1000)]
-    pub presence_limit: usize,
-
     /// Serve the web client from this folder instead of the copy built into the binary
     /// (for developing the client without rebuilding).
-    #[arg(long, env = "DUET_WEB_DIR")]
+    #[arg(
+        long,
+        env = "DUET_WEB_DIR",
+        value_name = "DIR",
+        help_heading = "Basics"
+    )]
     pub web_dir: Option<PathBuf>,
 
-    /// Redis to coordinate several duet nodes through, e.g. redis://127.0.0.1:6379/ (see
-    /// docs/cluster.md). Without it this node is on its own and keeps everything in memory.
-    #[arg(long, env = "DUET_REDIS_URL")]
-    pub redis_url: Option<String>,
+    /// How log lines are written: `text` for people, `json` (one object per line) for
+    /// log shippers. Logs go to stderr, coloured only when it is a terminal and
+    /// NO_COLOR is unset.
+    #[arg(
+        long,
+        env = "DUET_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        value_name = "FORMAT",
+        help_heading = "Basics"
+    )]
+    pub log_format: LogFormat,
 
-    /// With --redis-url: how long a node's names and liveness outlive its last heartbeat.
-    /// A node that dies without warning frees its names, and its users' call peers on
-    /// other nodes get `leave`, within this time plus a quarter of it.
-    #[arg(long, env = "DUET_REDIS_LEASE", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub redis_lease: Duration,
+    /// Whether log lines show user names and client addresses; `false` writes
+    /// `<hidden>` instead.
+    #[arg(
+        long,
+        env = "DUET_LOG_NAMES",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL",
+        help_heading = "Basics"
+    )]
+    pub log_names: bool,
 
-    /// With --redis-url: prefix of every Redis key and channel, so several duet clusters
-    /// can share one Redis.
-    #[arg(long, env = "DUET_REDIS_PREFIX", default_value = "duet:")]
-    pub redis_prefix: String,
-
-    /// With --redis-url: this node's label in Redis keys (1 to 40 letters, digits, `.`, `_`,
-    /// `-`); the host name by default. A random suffix is added on every start, so a
-    /// restarted node is never mistaken for its previous life.
-    #[arg(long, env = "DUET_NODE_ID")]
-    pub node_id: Option<String>,
-
-    /// How long to wait for connections to close on shutdown.
-    #[arg(long, env = "DUET_SHUTDOWN_GRACE", default_value = "3s", value_parser = humantime::parse_duration)]
-    pub shutdown_grace: Duration,
-
-    // The groups below print under their own headings in `--help`, so they stay last.
+    // The three groups below print under their own headings (set in their structs).
     /// HTTPS and WSS on the listen port (`--tls-cert`/`--tls-key` or `--tls-self-signed`).
     #[command(flatten)]
     pub tls: TlsConfig,
@@ -134,6 +118,199 @@ pub struct Config {
     /// The embedded TURN server (`--turn-server`, `--turn-listen`, ...).
     #[command(flatten)]
     pub turn: TurnConfig,
+
+    // ---- Several nodes
+    /// Redis to coordinate several duet nodes through, e.g. redis://127.0.0.1:6379/ (see
+    /// docs/cluster.md). Without it this node is on its own and keeps everything in memory.
+    #[arg(
+        long,
+        env = "DUET_REDIS_URL",
+        value_name = "URL",
+        help_heading = "Several nodes"
+    )]
+    pub redis_url: Option<String>,
+
+    /// With --redis-url: how long a node's names and liveness outlive its last heartbeat.
+    /// A node that dies without warning frees its names, and its users' call peers on
+    /// other nodes get `leave`, within this time plus a quarter of it.
+    #[arg(
+        long,
+        env = "DUET_REDIS_LEASE",
+        default_value = "10s",
+        value_parser = humantime::parse_duration,
+        value_name = "DURATION",
+        help_heading = "Several nodes"
+    )]
+    pub redis_lease: Duration,
+
+    /// With --redis-url: prefix of every Redis key and channel, so several duet clusters
+    /// can share one Redis.
+    #[arg(
+        long,
+        env = "DUET_REDIS_PREFIX",
+        default_value = "duet:",
+        value_name = "PREFIX",
+        help_heading = "Several nodes"
+    )]
+    pub redis_prefix: String,
+
+    /// With --redis-url: this node's label in Redis keys (1 to 40 letters, digits, `.`, `_`,
+    /// `-`); the host name by default. A random suffix is added on every start, so a
+    /// restarted node is never mistaken for its previous life.
+    #[arg(
+        long,
+        env = "DUET_NODE_ID",
+        value_name = "NAME",
+        help_heading = "Several nodes"
+    )]
+    pub node_id: Option<String>,
+
+    // ---- Limits
+    /// Most WebSocket connections held at once; further upgrades get HTTP 503.
+    #[arg(
+        long,
+        env = "DUET_MAX_CONNECTIONS",
+        default_value_t = 50_000,
+        value_name = "COUNT",
+        help_heading = "Limits"
+    )]
+    pub max_connections: usize,
+
+    /// Largest accepted WebSocket message, in bytes; larger ones close the connection with
+    /// code 1009.
+    #[arg(
+        long,
+        env = "DUET_MAX_MESSAGE_SIZE",
+        default_value_t = 64 * 1024,
+        value_name = "BYTES",
+        help_heading = "Limits"
+    )]
+    pub max_message_size: usize,
+
+    /// Sustained messages per second allowed per connection (token bucket); 0 turns the
+    /// rate limit off.
+    #[arg(
+        long,
+        env = "DUET_RATE_LIMIT",
+        default_value_t = 50.0,
+        value_name = "PER_SECOND",
+        help_heading = "Limits"
+    )]
+    pub rate_limit: f64,
+
+    /// Burst size of the per-connection rate limit. A client that keeps sending after this
+    /// many `rate-limited` errors in a row is disconnected (close code 1008).
+    #[arg(
+        long,
+        env = "DUET_RATE_BURST",
+        default_value_t = 200,
+        value_name = "MESSAGES",
+        help_heading = "Limits"
+    )]
+    pub rate_burst: u32,
+
+    /// Messages queued for one client before it counts as a slow consumer and is
+    /// disconnected (close code 1013).
+    #[arg(
+        long,
+        env = "DUET_QUEUE_CAPACITY",
+        default_value_t = 1024,
+        value_name = "MESSAGES",
+        help_heading = "Limits"
+    )]
+    pub queue_capacity: usize,
+
+    /// Presence (who is online) is sent while at most this many users are online; 0 turns
+    /// presence off.
+    #[arg(
+        long,
+        env = "DUET_PRESENCE_LIMIT",
+        default_value_t = 1000,
+        value_name = "USERS",
+        help_heading = "Limits"
+    )]
+    pub presence_limit: usize,
+
+    // ---- Tuning
+    /// How long an unanswered call rings before the server ends it with reason
+    /// `no-answer`.
+    #[arg(
+        long,
+        env = "DUET_RING_TIMEOUT",
+        default_value = "30s",
+        value_parser = humantime::parse_duration,
+        value_name = "DURATION",
+        help_heading = "Tuning"
+    )]
+    pub ring_timeout: Duration,
+
+    /// How often the server pings each WebSocket.
+    #[arg(
+        long,
+        env = "DUET_PING_INTERVAL",
+        default_value = "20s",
+        value_parser = humantime::parse_duration,
+        value_name = "DURATION",
+        help_heading = "Tuning"
+    )]
+    pub ping_interval: Duration,
+
+    /// How long after a ping a silent client is considered gone: its name is freed and its
+    /// call peer told.
+    #[arg(
+        long,
+        env = "DUET_PONG_TIMEOUT",
+        default_value = "20s",
+        value_parser = humantime::parse_duration,
+        value_name = "DURATION",
+        help_heading = "Tuning"
+    )]
+    pub pong_timeout: Duration,
+
+    /// A write to one client that takes longer than this disconnects it.
+    #[arg(
+        long,
+        env = "DUET_WRITE_TIMEOUT",
+        default_value = "10s",
+        value_parser = humantime::parse_duration,
+        value_name = "DURATION",
+        help_heading = "Tuning"
+    )]
+    pub write_timeout: Duration,
+
+    /// How long to wait for connections to close on shutdown.
+    #[arg(
+        long,
+        env = "DUET_SHUTDOWN_GRACE",
+        default_value = "3s",
+        value_parser = humantime::parse_duration,
+        value_name = "DURATION",
+        help_heading = "Tuning"
+    )]
+    pub shutdown_grace: Duration,
+
+    /// Worker threads; 0 means one per CPU core available to the process. With one
+    /// thread (given, or the only core) duet runs tokio's single-threaded scheduler, the
+    /// cheapest per message; more threads carry more TLS handshakes and TURN relaying.
+    #[arg(
+        long,
+        env = "DUET_THREADS",
+        default_value_t = 0,
+        value_name = "COUNT",
+        help_heading = "Tuning"
+    )]
+    pub threads: usize,
+
+    /// Per-connection WebSocket read buffer, in bytes, allocated up front. Small keeps idle
+    /// connections cheap; larger reads more pipelined messages per system call.
+    #[arg(
+        long,
+        env = "DUET_WS_READ_BUFFER",
+        default_value_t = 512,
+        value_name = "BYTES",
+        help_heading = "Tuning"
+    )]
+    pub ws_read_buffer: usize,
 }
 
 impl Config {
@@ -195,6 +372,36 @@ mod tests {
         assert_eq!(config.ping_interval, Duration::from_secs(20));
         assert_eq!(config.redis_url, None);
         assert_eq!(config.tls.data_dir, None);
+    }
+
+    /// `--help` is the manual: grouped, with examples, placeholders that say what they
+    /// hold, and the comma rule for list-valued variables.
+    #[test]
+    fn help_is_grouped_with_examples() {
+        let help = Config::command().render_help().to_string();
+        let headings = [
+            "Basics:",
+            "HTTPS:",
+            "ICE and TURN:",
+            "Several nodes:",
+            "Limits:",
+            "Tuning:",
+            "Examples:",
+        ];
+        let at: Vec<usize> = headings
+            .iter()
+            .map(|h| help.find(h).unwrap_or_else(|| panic!("no {h} in\n{help}")))
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "order:\n{help}");
+        for placeholder in [
+            "--listen <ADDR:PORT>",
+            "--turn-listen <ADDR:PORT>",
+            "--tls-cert <FILE>",
+        ] {
+            assert!(help.contains(placeholder), "{placeholder} in\n{help}");
+        }
+        assert!(help.contains("comma-separated"), "{help}");
+        assert!(!help.contains("seed"), "tutorial jargon in\n{help}");
     }
 
     #[test]

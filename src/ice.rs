@@ -37,10 +37,10 @@ type HmacSha1 = Hmac<Sha1>;
 /// Command-line / environment configuration of the ICE servers duet
 /// advertises to clients. Flatten it into the main `clap` parser.
 #[derive(Debug, Clone, Default, clap::Args)]
-#[command(next_help_heading = "ICE servers for clients")]
+#[command(next_help_heading = "ICE and TURN")]
 pub struct IceConfig {
     /// STUN server URL handed to clients, e.g. `stun:stun.example.org:3478`
-    /// (repeatable).
+    /// (repeatable; comma-separated in the environment).
     #[arg(
         long = "stun",
         value_name = "URL",
@@ -50,7 +50,8 @@ pub struct IceConfig {
     pub stun: Vec<String>,
 
     /// TURN server URL handed to clients, e.g.
-    /// `turn:turn.example.org:3478?transport=udp` (repeatable). Requires
+    /// `turn:turn.example.org:3478?transport=udp` (repeatable; comma-separated in the
+    /// environment). Requires
     /// `--turn-secret` or `--turn-username`/`--turn-password`.
     #[arg(
         long = "turn",
@@ -62,11 +63,21 @@ pub struct IceConfig {
 
     /// Shared secret for TURN REST credentials (coturn `static-auth-secret`).
     /// Also used by the embedded TURN server to check credentials.
-    #[arg(long, env = "DUET_TURN_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DUET_TURN_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
     pub turn_secret: Option<String>,
 
     /// Static TURN username (instead of `--turn-secret`).
-    #[arg(long, env = "DUET_TURN_USERNAME", requires = "turn_password")]
+    #[arg(
+        long,
+        env = "DUET_TURN_USERNAME",
+        requires = "turn_password",
+        value_name = "NAME"
+    )]
     pub turn_username: Option<String>,
 
     /// Static TURN password (instead of `--turn-secret`).
@@ -74,13 +85,20 @@ pub struct IceConfig {
         long,
         env = "DUET_TURN_PASSWORD",
         hide_env_values = true,
-        requires = "turn_username"
+        requires = "turn_username",
+        value_name = "PASSWORD"
     )]
     pub turn_password: Option<String>,
 
     /// Lifetime of minted TURN credentials. It must outlast a call: TURN
     /// refreshes reuse the credential, and servers refuse expired ones.
-    #[arg(long, env = "DUET_TURN_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    #[arg(
+        long,
+        env = "DUET_TURN_TTL",
+        default_value = "24h",
+        value_parser = humantime::parse_duration,
+        value_name = "DURATION"
+    )]
     pub turn_ttl: Duration,
 }
 

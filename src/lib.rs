@@ -17,26 +17,39 @@
 //!   `relay` (guarded relay sockets, bandwidth cap), `tcp` (TURN over TCP), and `filter`
 //!   (the one `Conn` wrapper the gate and the relay guard plug into).
 //! - [`tls`]: HTTPS/WSS: certificate files or a stored self-signed certificate.
+//! - [`acme`]: automatic certificates (`--acme-domain`) through TLS-ALPN-01.
+//! - [`tls_reload`]: the certificate in use, reloaded on SIGHUP and when its files change.
 //! - [`server`]: the accept loop and one TCP connection's life (first-byte and TLS
 //!   handshake deadlines, HTTP serving, graceful shutdown).
+//! - [`redirect`]: plain HTTP on the HTTPS port (or `--http-redirect-listen`) answered
+//!   with a redirect to https.
 //! - [`http`]: routes: web client, WebSocket, health, metrics.
 //! - [`metrics`]: Prometheus counters, and the connection permit that counts open
 //!   WebSockets against `--max-connections`.
+//! - [`startup`]: what duet says when it starts: URLs to open, the plain-HTTP warning,
+//!   hints for a listen address that cannot be bound.
+//! - [`logging`]: the log subscriber (text or JSON, colour only on a terminal) and the
+//!   `--log-names` switch for names and addresses in log lines.
 //! - [`presence`]: the presence policy (who-is-online updates on or off).
 //!
 //! [`run`] is the whole server: it accepts connections until `shutdown` resolves, then
 //! closes every WebSocket with 1001 and returns.
 
+pub mod acme;
 pub mod config;
 pub mod http;
 pub mod ice;
+pub mod logging;
 pub mod metrics;
 pub mod presence;
 pub mod protocol;
+pub mod redirect;
 pub mod registry;
 pub mod server;
 pub mod session;
+pub mod startup;
 pub mod tls;
+pub mod tls_reload;
 pub mod turn;
 
 use std::future::Future;
@@ -86,11 +99,20 @@ pub async fn run(
     // Loaded before anything listens so a bad certificate path fails startup; `load`
     // logs the certificate's path and SHA-256 fingerprint for users to compare.
     let tls = config.tls.load()?;
+    if tls.is_none() && config.tls.http_redirect_listen.is_some() {
+        anyhow::bail!(
+            "--http-redirect-listen redirects to HTTPS, which is off: add --tls-self-signed \
+             or --tls-cert/--tls-key, or leave --http-redirect-listen out"
+        );
+    }
     let turn_shutdown = CancellationToken::new();
     let (ice, turn) =
         turn::start_embedded(&config.ice, &config.turn, turn_shutdown.clone()).await?;
     let registry = registry_for(&config).await?;
     let grace = config.shutdown_grace;
+    let self_signed = config.tls.tls_self_signed;
+    let acme_domains = config.tls.acme_domains.clone();
+    let redirect_listen = config.tls.http_redirect_listen;
     let cancel = CancellationToken::new();
     let ctx = Arc::new(Context {
         config,
@@ -105,8 +127,40 @@ pub async fn run(
         next_id: Arc::new(AtomicU64::new(1)),
     };
     let sessions = state.sessions.clone();
+    let scheme = match (&tls, self_signed) {
+        (None, _) => startup::Scheme::Http,
+        (Some(_), true) => startup::Scheme::HttpsSelfSigned,
+        (Some(_), false) if !acme_domains.is_empty() => startup::Scheme::HttpsAcme,
+        (Some(_), false) => startup::Scheme::HttpsFiles,
+    };
+    let local = listener.local_addr()?;
+    startup::announce(local, scheme);
+    for domain in &acme_domains {
+        match local.port() {
+            443 => info!("open https://{domain}/ (certificate from ACME)"),
+            port => info!("open https://{domain}:{port}/ (certificate from ACME)"),
+        }
+    }
     let connections = TaskTracker::new();
-    let acceptor = tls.map(|tls| tls.acceptor);
+    if let Some(redirect_addr) = redirect_listen {
+        let redirect_listener = bind(redirect_addr)
+            .map_err(|e| startup::cannot_listen(redirect_addr, "--http-redirect-listen", &e))?;
+        info!(addr = %redirect_addr, "redirecting plain HTTP to https");
+        connections.spawn(redirect::serve(
+            redirect_listener,
+            local.port(),
+            connections.clone(),
+            cancel.clone(),
+        ));
+    }
+    let (acceptor, reloader, acme) = match tls {
+        Some(tls) => (Some(tls.acceptor), tls.reloader, tls.acme),
+        None => (None, None, None),
+    };
+    connections.spawn(tls_reload::watch(reloader, cancel.clone()));
+    if let Some(acme) = acme {
+        connections.spawn(acme.drive(cancel.clone()));
+    }
     server::serve(
         listener,
         http::router(state),

@@ -1,14 +1,10 @@
 use anyhow::Context as _;
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
     let config = duet::Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("DUET_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    duet::logging::init(config.log_format);
+    duet::logging::set_log_names(config.log_names);
     // One thread: tokio's current-thread scheduler, which skips the work-stealing
     // machinery entirely (measured on one core: 167k relayed messages/s against 138k for
     // the multi-thread scheduler with one worker; docs/benchmarks.md).
@@ -32,7 +28,7 @@ fn main() -> anyhow::Result<()> {
         .context("cannot start the runtime")?;
     runtime.block_on(async {
         let listener = duet::bind(config.listen)
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+            .map_err(|e| duet::startup::cannot_listen(config.listen, "--listen", &e))?;
         duet::run(config, listener, duet::shutdown_signal()).await
     })
 }

@@ -1,4 +1,5 @@
-//! Counters and gauges, rendered in the Prometheus text format at `GET /metrics`.
+//! Counters and gauges, rendered in the Prometheus text format at `GET /metrics` by the
+//! `prometheus-client` crate, plus the process family (memory, open files, uptime).
 //!
 //! Every label set is a small fixed enum (message kinds, error codes), so plain atomics in
 //! arrays do the job with no hashing or locking on the relay path.
@@ -7,9 +8,17 @@
 //! only through a [`ConnectionPermit`]: taken in [`Metrics::open_connection`], given back
 //! when dropped.
 
-use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeGaugeValue, EncodeMetric as _, prometheus_text,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::registry::Registry;
 
 use crate::protocol::{ErrorCode, SignalKind};
 
@@ -33,6 +42,8 @@ pub struct Metrics {
     pub pong_timeouts: AtomicU64,
     /// Sessions closed for persistently exceeding the rate limit.
     pub rate_limit_closes: AtomicU64,
+    /// For the uptime and start-time gauges.
+    started: Started,
 }
 
 fn kind_index(kind: SignalKind) -> usize {
@@ -83,107 +94,259 @@ impl Metrics {
         self.errors[code.index()].fetch_add(1, Relaxed);
     }
 
-    /// Renders every metric. `users_online` and `backend` come from the registry.
+    /// Renders every metric in the Prometheus text format (0.0.4). `users_online` and
+    /// `backend` come from the registry.
     pub fn render(&self, users_online: usize, backend: Option<(&'static str, bool)>) -> String {
-        let mut out = String::with_capacity(4096);
-        let mut gauge = |name: &str, help: &str, value: i64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
+        let in_call = self.sessions_in_call.load(Relaxed);
+        let scrape = Scrape {
+            connections_open: self.connections_open.load(Relaxed),
+            users_online: i64::try_from(users_online).unwrap_or(i64::MAX),
+            in_call,
+            backend: backend.map(|(name, up)| (format!("duet_{name}_connected"), up)),
+            connections_total: self.connections_total.load(Relaxed),
+            connections_refused: self.connections_refused.load(Relaxed),
+            logins_total: self.logins_total.load(Relaxed),
+            slow_consumers: self.slow_consumers.load(Relaxed),
+            pong_timeouts: self.pong_timeouts.load(Relaxed),
+            rate_limit_closes: self.rate_limit_closes.load(Relaxed),
+            relayed: SignalKind::ALL
+                .map(|kind| (kind.as_str(), self.relayed[kind_index(kind)].load(Relaxed))),
+            errors: ErrorCode::ALL
+                .map(|code| (code.as_str(), self.errors[code.index()].load(Relaxed))),
+            process: Process::read(&self.started),
         };
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(scrape));
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail; an encoder error would be a bug in it, and
+        // a partial page is still the best answer to a scrape.
+        let _ = prometheus_text::encode(&mut out, &registry);
+        out
+    }
+}
+
+/// When this server started, for the uptime and start-time gauges.
+struct Started {
+    at: Instant,
+    wall: SystemTime,
+}
+
+impl Default for Started {
+    fn default() -> Started {
+        Started {
+            at: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+}
+
+/// The process-level family: what a Prometheus process collector reports, read from
+/// `/proc` (Linux; elsewhere the ones that need it are left out).
+#[derive(Debug)]
+struct Process {
+    uptime_seconds: f64,
+    start_time_seconds: f64,
+    resident_memory_bytes: Option<u64>,
+    open_fds: Option<u64>,
+}
+
+impl Process {
+    fn read(started: &Started) -> Process {
+        let resident_memory_bytes =
+            std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|status| {
+                    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+                    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+                    Some(kb * 1024)
+                });
+        let open_fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|dir| dir.count() as u64);
+        Process {
+            uptime_seconds: started.at.elapsed().as_secs_f64(),
+            start_time_seconds: started
+                .wall
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            resident_memory_bytes,
+            open_fds,
+        }
+    }
+}
+
+/// One scrape's values, taken from the atomics at once and handed to prometheus-client
+/// as a collector: the counters stay plain atomics on the hot path (no registry lookups
+/// while relaying), and the exposition format is the crate's.
+#[derive(Debug)]
+struct Scrape {
+    connections_open: i64,
+    users_online: i64,
+    in_call: i64,
+    backend: Option<(String, bool)>,
+    connections_total: u64,
+    connections_refused: u64,
+    logins_total: u64,
+    slow_consumers: u64,
+    pong_timeouts: u64,
+    rate_limit_closes: u64,
+    relayed: [(&'static str, u64); SignalKind::ALL.len()],
+    errors: [(&'static str, u64); ErrorCode::ALL.len()],
+    process: Process,
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: impl EncodeGaugeValue,
+) -> std::fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    metric.encode_gauge(&value)
+}
+
+/// A counter; the encoder appends `_total` to `name`.
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> std::fmt::Result {
+    ConstCounter::new(value).encode(encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        MetricType::Counter,
+    )?)
+}
+
+/// A counter with one label, one sample per value.
+fn counter_family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    samples: &[(&'static str, u64)],
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for &(value, count) in samples {
+        let labels = [(label, value)];
+        ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let e = &mut encoder;
         gauge(
+            e,
             "duet_connections_open",
             "WebSocket connections open.",
-            self.connections_open.load(Relaxed),
-        );
+            self.connections_open,
+        )?;
         gauge(
+            e,
             "duet_users_online",
             "Logged-in users (cluster-wide with Redis).",
-            users_online as i64,
-        );
-        let in_call = self.sessions_in_call.load(Relaxed);
+            self.users_online,
+        )?;
         gauge(
+            e,
             "duet_users_in_call",
             "Users on this node in an answered call.",
-            in_call,
-        );
+            self.in_call,
+        )?;
         gauge(
+            e,
             "duet_calls_in_progress",
             "Answered calls: users in a call on this node, halved and rounded up (exact on a \
              single node; in a cluster, sum duet_users_in_call over nodes and halve).",
-            (in_call + 1) / 2,
-        );
-        if let Some((name, up)) = backend {
+            (self.in_call + 1) / 2,
+        )?;
+        if let Some((name, up)) = &self.backend {
             gauge(
-                &format!("duet_{name}_connected"),
+                e,
+                name,
                 "1 when the registry backend is reachable.",
-                i64::from(up),
-            );
+                i64::from(*up),
+            )?;
         }
-        let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        };
         counter(
-            "duet_connections_total",
+            e,
+            "duet_connections",
             "WebSocket connections accepted.",
-            self.connections_total.load(Relaxed),
-        );
+            self.connections_total,
+        )?;
         counter(
-            "duet_connections_refused_total",
+            e,
+            "duet_connections_refused",
             "Connections refused at the connection limit.",
-            self.connections_refused.load(Relaxed),
-        );
+            self.connections_refused,
+        )?;
+        counter(e, "duet_logins", "Successful logins.", self.logins_total)?;
         counter(
-            "duet_logins_total",
-            "Successful logins.",
-            self.logins_total.load(Relaxed),
-        );
-        counter(
-            "duet_slow_consumers_dropped_total",
+            e,
+            "duet_slow_consumers_dropped",
             "Connections closed because they did not drain their queue.",
-            self.slow_consumers.load(Relaxed),
-        );
+            self.slow_consumers,
+        )?;
         counter(
-            "duet_pong_timeouts_total",
+            e,
+            "duet_pong_timeouts",
             "Connections closed because they stopped answering pings.",
-            self.pong_timeouts.load(Relaxed),
-        );
+            self.pong_timeouts,
+        )?;
         counter(
-            "duet_rate_limit_closes_total",
+            e,
+            "duet_rate_limit_closes",
             "Connections closed for persistently exceeding the rate limit.",
-            self.rate_limit_closes.load(Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP duet_messages_relayed_total Signaling messages delivered to a peer, by type.\n\
-             # TYPE duet_messages_relayed_total counter"
-        );
-        for kind in SignalKind::ALL {
-            let _ = writeln!(
-                out,
-                "duet_messages_relayed_total{{type=\"{}\"}} {}",
-                kind.as_str(),
-                self.relayed[kind_index(kind)].load(Relaxed)
-            );
+            self.rate_limit_closes,
+        )?;
+        counter_family(
+            e,
+            "duet_messages_relayed",
+            "Signaling messages delivered to a peer, by type.",
+            "type",
+            &self.relayed,
+        )?;
+        counter_family(
+            e,
+            "duet_errors",
+            "Errors sent to clients, by code.",
+            "code",
+            &self.errors,
+        )?;
+        let p = &self.process;
+        gauge(
+            e,
+            "duet_uptime_seconds",
+            "Seconds since this server started.",
+            p.uptime_seconds,
+        )?;
+        gauge(
+            e,
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch, in seconds.",
+            p.start_time_seconds,
+        )?;
+        if let Some(rss) = p.resident_memory_bytes {
+            gauge(
+                e,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                i64::try_from(rss).unwrap_or(i64::MAX),
+            )?;
         }
-        let _ = writeln!(
-            out,
-            "# HELP duet_errors_total Errors sent to clients, by code.\n\
-             # TYPE duet_errors_total counter"
-        );
-        for code in ErrorCode::ALL {
-            let _ = writeln!(
-                out,
-                "duet_errors_total{{code=\"{}\"}} {}",
-                code.as_str(),
-                self.errors[code.index()].load(Relaxed)
-            );
+        if let Some(fds) = p.open_fds {
+            gauge(
+                e,
+                "process_open_fds",
+                "Open file descriptors.",
+                i64::try_from(fds).unwrap_or(i64::MAX),
+            )?;
         }
-        out
+        Ok(())
     }
 }
 
@@ -215,6 +378,33 @@ mod tests {
                 .render(0, None)
                 .contains("duet_connections_open 0\n")
         );
+    }
+
+    /// The names and types dashboards and tests rely on, through prometheus-client.
+    #[test]
+    fn render_keeps_the_metric_names() {
+        let metrics = Arc::new(Metrics::default());
+        metrics.logins_total.fetch_add(3, Relaxed);
+        metrics.relayed(SignalKind::Offer);
+        let body = metrics.render(2, Some(("redis", true)));
+        for line in [
+            "# TYPE duet_connections_open gauge",
+            "duet_users_online 2",
+            "duet_redis_connected 1",
+            "# TYPE duet_logins_total counter",
+            "duet_logins_total 3",
+            "duet_connections_refused_total 0",
+            "duet_messages_relayed_total{type=\"offer\"} 1",
+            "duet_errors_total{code=\"busy\"} 0",
+            "# TYPE duet_uptime_seconds gauge",
+            "# TYPE process_start_time_seconds gauge",
+        ] {
+            assert!(body.lines().any(|l| l == line), "no `{line}` in\n{body}");
+        }
+        if cfg!(target_os = "linux") {
+            assert!(body.contains("\nprocess_resident_memory_bytes "), "{body}");
+            assert!(body.contains("\nprocess_open_fds "), "{body}");
+        }
     }
 
     #[test]

@@ -21,7 +21,9 @@ use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
+
+use crate::redirect;
 
 /// How long a client gets to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,8 +67,6 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(HTTP_HEADER_TIMEOUT);
     http.http2().timer(TokioTimer::new());
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    info!(addr = %listener.local_addr()?, scheme, "duet listening");
     let shared = Shared {
         app,
         http,
@@ -120,6 +120,23 @@ async fn serve_connection(stream: TcpStream, addr: SocketAddr, shared: Shared) {
         // client that stalls it (or a browser that rejects the certificate and hangs up)
         // costs one task for a while, never the other users' connections.
         Some(acceptor) => {
+            // `http://` typed for this port: answer with a redirect instead of letting the
+            // TLS library reply with an alert the browser shows as a broken page.
+            let mut first = [0u8];
+            let peeked = tokio::select! {
+                peeked = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, stream.peek(&mut first)) => peeked,
+                _ = shutdown.cancelled() => return,
+            };
+            match peeked {
+                Ok(Ok(1)) if !redirect::is_tls(first[0]) => {
+                    return redirect::answer(stream, addr, None).await;
+                }
+                Ok(Ok(1)) => {}
+                _ => {
+                    debug!(%addr, "no TLS handshake within {TLS_HANDSHAKE_TIMEOUT:?}; closing");
+                    return;
+                }
+            }
             let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
             let result = tokio::select! {
                 result = handshake => result,
@@ -128,6 +145,13 @@ async fn serve_connection(stream: TcpStream, addr: SocketAddr, shared: Shared) {
             match result {
                 // Boxed so that plain connections do not carry the size of a TLS session
                 // (about a kilobyte) in every upgraded socket.
+                // An ACME server validating TLS-ALPN-01: the handshake was the answer.
+                Ok(Ok(tls))
+                    if tls.get_ref().1.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) =>
+                {
+                    debug!(%addr, "ACME TLS-ALPN-01 validation handshake done");
+                    return;
+                }
                 Ok(Ok(tls)) => Either::Right(Box::new(tls)),
                 Ok(Err(e)) => {
                     debug!(%addr, error = %e, "TLS handshake failed");

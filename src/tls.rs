@@ -25,9 +25,12 @@ use anyhow::Context as _;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_rustls::TlsAcceptor;
+
+use crate::tls_reload::{CurrentCert, Reloader};
 
 const CERT_FILE: &str = "self-signed-cert.pem";
 const KEY_FILE: &str = "self-signed-key.pem";
@@ -44,17 +47,19 @@ const RENEW_BEFORE_DAYS: i64 = 30;
 #[derive(Debug, Clone, Default, clap::Args)]
 #[command(next_help_heading = "HTTPS")]
 pub struct TlsConfig {
-    /// PEM certificate chain (leaf first).
+    /// PEM certificate chain (leaf first), e.g. certbot's fullchain.pem. Reloaded on
+    /// SIGHUP and when the file changes.
     #[arg(
         long,
         env = "DUET_TLS_CERT",
+        value_name = "FILE",
         requires = "tls_key",
         conflicts_with = "tls_self_signed"
     )]
     pub tls_cert: Option<PathBuf>,
 
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, env = "DUET_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "DUET_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
     /// Generate (once) and use a self-signed certificate for this machine's
@@ -62,9 +67,62 @@ pub struct TlsConfig {
     #[arg(long, env = "DUET_TLS_SELF_SIGNED")]
     pub tls_self_signed: bool,
 
-    /// Directory for persistent state [default: $XDG_DATA_HOME/duet,
-    /// ~/.local/share/duet, or ./duet-data].
-    #[arg(long, env = "DUET_DATA_DIR")]
+    /// Get and renew a certificate for this domain automatically through ACME (Let's
+    /// Encrypt by default), validated over TLS-ALPN-01 on --listen's port, which must be
+    /// reachable as port 443 from the internet. Turns HTTPS on. Repeatable;
+    /// comma-separated in the environment.
+    #[arg(
+        long = "acme-domain",
+        env = "DUET_ACME_DOMAINS",
+        value_delimiter = ',',
+        value_name = "DOMAIN",
+        conflicts_with_all = ["tls_cert", "tls_self_signed"]
+    )]
+    pub acme_domains: Vec<String>,
+
+    /// Contact address given to the ACME server (expiry warnings, policy changes).
+    #[arg(
+        long,
+        env = "DUET_ACME_EMAIL",
+        value_name = "EMAIL",
+        requires = "acme_domains"
+    )]
+    pub acme_email: Option<String>,
+
+    /// ACME directory to order from. Let's Encrypt's staging directory, for trying a
+    /// setup without its rate limits, is
+    /// https://acme-staging-v02.api.letsencrypt.org/directory.
+    #[arg(
+        long,
+        env = "DUET_ACME_DIRECTORY",
+        value_name = "URL",
+        default_value = crate::acme::LETS_ENCRYPT
+    )]
+    pub acme_directory: String,
+
+    /// Also trust this PEM CA certificate for the ACME directory's own HTTPS (a private
+    /// ACME server), besides the public roots.
+    #[arg(
+        long,
+        env = "DUET_ACME_CA_FILE",
+        value_name = "FILE",
+        requires = "acme_domains"
+    )]
+    pub acme_ca_file: Option<PathBuf>,
+
+    /// Also listen on this address (e.g. 0.0.0.0:80) and answer every request there with a
+    /// redirect to the same host and path over https on --listen's port. Needs HTTPS.
+    #[arg(long, env = "DUET_HTTP_REDIRECT_LISTEN", value_name = "ADDR:PORT")]
+    pub http_redirect_listen: Option<std::net::SocketAddr>,
+
+    /// Directory for persistent state (the self-signed certificate) [default:
+    /// $XDG_DATA_HOME/duet, ~/.local/share/duet, or ./duet-data].
+    #[arg(
+        long,
+        env = "DUET_DATA_DIR",
+        value_name = "DIR",
+        help_heading = "Basics"
+    )]
     pub data_dir: Option<PathBuf>,
 }
 
@@ -75,6 +133,12 @@ pub struct Tls {
     pub cert_path: PathBuf,
     /// SHA-256 of the leaf certificate, `AB:CD:...` as browsers show it.
     pub fingerprint: String,
+    /// For `--tls-cert/--tls-key`: reloads them into the acceptor (see
+    /// [`crate::tls_reload`]). The self-signed certificate is duet's own and changes only
+    /// at a restart.
+    pub reloader: Option<Reloader>,
+    /// For `--acme-domain`: the ACME client to drive in a task.
+    pub acme: Option<crate::acme::Acme>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -102,19 +166,62 @@ impl TlsConfig {
     /// Builds the acceptor, or `None` for plain HTTP. Call once at startup;
     /// errors name the offending file.
     pub fn load(&self) -> anyhow::Result<Option<Tls>> {
-        let (cert_path, key_path) = match (&self.tls_cert, &self.tls_key, self.tls_self_signed) {
-            (Some(c), Some(k), _) => (c.clone(), k.clone()),
-            (None, None, true) => ensure_self_signed(&self.data_dir(), &local_names())?,
-            (None, None, false) => return Ok(None),
-            _ => anyhow::bail!("--tls-cert and --tls-key must be given together"),
-        };
-        let (config, fingerprint) = server_config(&cert_path, &key_path)?;
+        if !self.acme_domains.is_empty() {
+            return self.load_acme().map(Some);
+        }
+        let (cert_path, key_path, files) =
+            match (&self.tls_cert, &self.tls_key, self.tls_self_signed) {
+                (Some(c), Some(k), _) => (c.clone(), k.clone(), true),
+                (None, None, true) => {
+                    let (c, k) = ensure_self_signed(&self.data_dir(), &local_names())?;
+                    (c, k, false)
+                }
+                (None, None, false) => return Ok(None),
+                _ => anyhow::bail!("--tls-cert and --tls-key must be given together"),
+            };
+        let (key, fingerprint) = certified_key(&cert_path, &key_path)?;
+        let current = CurrentCert::new(key);
+        let config = server_config_for(current.clone())?;
         tracing::info!(cert = %cert_path.display(), %fingerprint, "TLS enabled");
+        let reloader =
+            files.then(|| Reloader::new(cert_path.clone(), key_path, current, fingerprint.clone()));
         Ok(Some(Tls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             cert_path,
             fingerprint,
+            reloader,
+            acme: None,
         }))
+    }
+
+    /// HTTPS with certificates from ACME: the challenge handshakes and the certificate
+    /// both come from the ACME client's resolver.
+    fn load_acme(&self) -> anyhow::Result<Tls> {
+        let acme = crate::acme::start(
+            &self.acme_domains,
+            self.acme_email.as_deref(),
+            &self.acme_directory,
+            self.acme_ca_file.as_deref(),
+            &self.data_dir(),
+        )?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?
+            .with_no_client_auth()
+            .with_cert_resolver(acme.resolver.clone());
+        config.alpn_protocols = vec![
+            b"h2".to_vec(),
+            b"http/1.1".to_vec(),
+            crate::acme::ACME_TLS_ALPN.to_vec(),
+        ];
+        Ok(Tls {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            cert_path: self.data_dir().join("acme"),
+            fingerprint: String::new(),
+            reloader: None,
+            acme: Some(acme),
+        })
     }
 }
 
@@ -122,6 +229,28 @@ impl TlsConfig {
 /// http/1.1, matching hyper-util's auto builder). Returns the leaf's
 /// fingerprint too.
 pub fn server_config(cert_path: &Path, key_path: &Path) -> anyhow::Result<(ServerConfig, String)> {
+    let (key, fingerprint) = certified_key(cert_path, key_path)?;
+    Ok((server_config_for(CurrentCert::new(key))?, fingerprint))
+}
+
+/// A server config whose every handshake gets what `current` holds at that moment.
+fn server_config_for(current: Arc<CurrentCert>) -> anyhow::Result<ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_cert_resolver(current);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Reads a PEM chain and its private key, checks that they belong together, and returns
+/// them ready for rustls with the leaf's fingerprint. Errors name the file.
+pub fn certified_key(
+    cert_path: &Path,
+    key_path: &Path,
+) -> anyhow::Result<(Arc<CertifiedKey>, String)> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
         .with_context(|| format!("reading {}", cert_path.display()))?
         .collect::<Result<_, _>>()
@@ -132,22 +261,15 @@ pub fn server_config(cert_path: &Path, key_path: &Path) -> anyhow::Result<(Serve
     let fingerprint = fingerprint(leaf);
     let key = PrivateKeyDer::from_pem_file(key_path)
         .with_context(|| format!("reading private key {}", key_path.display()))?;
-
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .with_context(|| {
-            format!(
-                "{} does not match {}",
-                key_path.display(),
-                cert_path.display()
-            )
-        })?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok((config, fingerprint))
+    let provider = rustls::crypto::ring::default_provider();
+    let key = CertifiedKey::from_der(certs, key, &provider).with_context(|| {
+        format!(
+            "{} does not match {}",
+            key_path.display(),
+            cert_path.display()
+        )
+    })?;
+    Ok((Arc::new(key), fingerprint))
 }
 
 /// SHA-256 over the DER certificate as colon-separated upper-case hex, the
@@ -220,7 +342,7 @@ pub fn ensure_self_signed(dir: &Path, names: &[String]) -> anyhow::Result<(PathB
         return Ok((cert_path, key_path));
     }
 
-    fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    fs::create_dir_all(dir).with_context(|| data_dir_hint(dir))?;
     let mut params = rcgen::CertificateParams::new(names.to_vec()).context("certificate names")?;
     let mut dn = rcgen::DistinguishedName::new();
     dn.push(rcgen::DnType::CommonName, "duet self-signed");
@@ -232,7 +354,10 @@ pub fn ensure_self_signed(dir: &Path, names: &[String]) -> anyhow::Result<(PathB
     let cert = params.self_signed(&key).context("self-signing")?;
 
     // Key first and private; the certificate and metadata only reference it.
-    write_atomic(&key_path, key.serialize_pem().as_bytes(), true)?;
+    // An existing directory this user may not write (a service's leftover, owned by
+    // root) fails here rather than at `create_dir_all`.
+    write_atomic(&key_path, key.serialize_pem().as_bytes(), true)
+        .with_context(|| data_dir_hint(dir))?;
     write_atomic(&cert_path, cert.pem().as_bytes(), false)?;
     let meta = Meta {
         names: names.to_vec(),
@@ -241,6 +366,17 @@ pub fn ensure_self_signed(dir: &Path, names: &[String]) -> anyhow::Result<(PathB
     write_atomic(&meta_path, &serde_json::to_vec_pretty(&meta)?, false)?;
     tracing::info!(cert = %cert_path.display(), ?names, "generated self-signed certificate");
     Ok((cert_path, key_path))
+}
+
+/// What to do when the data directory cannot be created: the usual case is a service
+/// user without a home directory, whose default (`~/.local/share/duet`) does not exist.
+fn data_dir_hint(dir: &Path) -> String {
+    format!(
+        "cannot create or write the data directory {}: choose a directory this user may write with \
+         --data-dir (or DUET_DATA_DIR), e.g. --data-dir /var/lib/duet (under systemd, \
+         StateDirectory=duet creates it: see docs/duet.service)",
+        dir.display()
+    )
 }
 
 /// Writes via a temporary file and rename so a crash never leaves a torn

@@ -35,6 +35,7 @@ use self::limits::{RateLimit, Verdict};
 use self::user::User;
 use crate::config::Config;
 use crate::ice::IceConfig;
+use crate::logging::shown;
 use crate::metrics::{ConnectionPermit, Metrics};
 use crate::protocol::{self, ErrorCode, LeaveReason};
 use crate::registry::{Event, Registry};
@@ -130,7 +131,7 @@ where
     S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin + Send,
     E: StdError + Send + Sync + 'static,
 {
-    info!(id, %addr, "connected");
+    info!(id, addr = %shown(addr), "connected");
     let session = Session {
         rate: RateLimit::new(ctx.config.rate_limit, ctx.config.rate_burst, Instant::now()),
         id,
@@ -361,7 +362,7 @@ impl Session {
             let _ = self.ctx.registry.send(&peer, event).await;
         }
         self.ctx.registry.announce(&user.name, false).await;
-        info!(id = self.id, name = %user.name, ?end, "logged out");
+        info!(id = self.id, name = %shown(&user.name), ?end, "logged out");
     }
 
     /// Whether the rate limit lets a message through; tells the client when it does not.
@@ -385,6 +386,7 @@ impl Session {
 
     fn error(&mut self, code: ErrorCode, message: &str, request: Option<&str>, name: Option<&str>) {
         self.ctx.metrics.error(code);
+        info!(id = self.id, code = code.as_str(), request, "refused");
         self.push(protocol::error_frame(code, message, request, name));
     }
 }

@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::Session;
 use super::call::{self, Bounced, Call, Incoming, Refusal};
+use crate::logging::shown;
 use crate::protocol::{self, ErrorCode, LeaveReason, Name, NameError, Request, SignalKind, Target};
 use crate::registry::{ClaimError, Event, Inbox, Mailbox, SendError};
 
@@ -106,7 +107,7 @@ impl Session {
                 return;
             }
             Err(ClaimError::Unavailable(reason)) => {
-                warn!(id = self.id, %name, %reason, "login refused: registry unavailable");
+                warn!(id = self.id, name = %shown(&name), %reason, "login refused: registry unavailable");
                 self.login_failed(
                     ErrorCode::Unavailable,
                     "The server cannot check names right now; try again in a few seconds.",
@@ -124,7 +125,7 @@ impl Session {
         ));
         self.ctx.registry.announce(&name, true).await;
         self.ctx.metrics.logins_total.fetch_add(1, Relaxed);
-        info!(id = self.id, %name, "logged in");
+        info!(id = self.id, name = %shown(&name), "logged in");
         self.user = Some(User {
             json: protocol::json_string(name.as_str()),
             name,
@@ -136,6 +137,7 @@ impl Session {
 
     fn login_failed(&mut self, code: ErrorCode, message: &str) {
         self.ctx.metrics.error(code);
+        info!(id = self.id, code = code.as_str(), "login refused");
         self.push(protocol::login_failed_frame(code, message));
     }
 
@@ -186,10 +188,10 @@ impl Session {
         match self.ctx.registry.send(&to, event).await {
             Ok(()) => {
                 if new_call {
-                    info!(id = self.id, from = %user.name, %to, "calling");
+                    info!(id = self.id, from = %shown(&user.name), to = %shown(&to), "calling");
                 }
                 if let Some(next) = plan.sent {
-                    info!(id = self.id, name = %user.name, peer = %to, "call answered");
+                    info!(id = self.id, name = %shown(&user.name), peer = %shown(&to), "call answered");
                     self.set_call(user, next);
                 }
             }
@@ -221,7 +223,7 @@ impl Session {
             }
         };
         self.set_call(user, Call::Idle);
-        info!(id = self.id, name = %user.name, peer = %target, reason = reason.as_str(), "left call");
+        info!(id = self.id, name = %shown(&user.name), peer = %shown(&target), reason = reason.as_str(), "left call");
         if let Err(e) = self
             .ctx
             .registry
@@ -240,7 +242,7 @@ impl Session {
         };
         if let Some(peer) = call::ring_timed_out(&user.call, now).cloned() {
             self.set_call(&mut user, Call::Idle);
-            info!(id = self.id, name = %user.name, %peer, "no answer");
+            info!(id = self.id, name = %shown(&user.name), peer = %shown(&peer), "no answer");
             // If the peer is gone its own leave has reached or will reach us; either way
             // the attempt is over for our client.
             let event = user.leave_event(LeaveReason::NoAnswer);
@@ -290,7 +292,7 @@ impl Session {
                 self.error(code, &message, Some(request.as_str()), Some(from.as_str()));
                 if after == Bounced::CallOver {
                     // Clients end a call on `leave`; `not-in-call` alone is harmless to them.
-                    info!(id = self.id, name = %user.name, peer = %from, "call ended: the peer has no call with us");
+                    info!(id = self.id, name = %shown(&user.name), peer = %shown(&from), "call ended: the peer has no call with us");
                     self.push(protocol::leave_frame(
                         &protocol::json_string(from.as_str()),
                         LeaveReason::Hangup,
@@ -322,10 +324,10 @@ impl Session {
                     }
                     match kind {
                         SignalKind::Answer if matches!(user.call, Call::Calling { .. }) => {
-                            info!(id = self.id, peer = %from, "call answered");
+                            info!(id = self.id, peer = %shown(&from), "call answered");
                         }
                         SignalKind::Leave => {
-                            debug!(id = self.id, peer = %from, ?reason, "peer left")
+                            debug!(id = self.id, peer = %shown(&from), ?reason, "peer left")
                         }
                         _ => {}
                     }
@@ -418,7 +420,7 @@ impl Session {
                 );
             }
             SendError::Unavailable(reason) => {
-                warn!(id = self.id, %to, %reason, "relay failed: registry unavailable");
+                warn!(id = self.id, to = %shown(&to), %reason, "relay failed: registry unavailable");
                 self.error(
                     ErrorCode::Unavailable,
                     "The server cannot deliver messages right now; try again in a few seconds.",

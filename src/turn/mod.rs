@@ -101,9 +101,9 @@ impl FromStr for PortRange {
 /// Embedded TURN server configuration. Flatten it into the main `clap`
 /// parser; [`start_embedded`] fills [`TurnConfig::auth`] from the ICE config.
 #[derive(Debug, Clone, clap::Args)]
-#[command(next_help_heading = "Embedded TURN server")]
+#[command(next_help_heading = "ICE and TURN")]
 pub struct TurnConfig {
-    /// Run the embedded TURN server. It checks the same credentials duet hands out
+    /// Run the embedded TURN server (UDP, and TCP with --turn-listen-tcp). It checks the same credentials duet hands out
     /// (`--turn-secret`, or a random in-memory secret when none is given).
     #[arg(
         long = "turn-server",
@@ -116,29 +116,44 @@ pub struct TurnConfig {
     #[arg(
         long = "turn-listen",
         env = "DUET_TURN_LISTEN",
-        default_value = "0.0.0.0:3478"
+        default_value = "0.0.0.0:3478",
+        value_name = "ADDR:PORT"
     )]
     pub listen_udp: SocketAddr,
 
     /// Also accept TURN over TCP on this address (e.g. 0.0.0.0:3478).
-    #[arg(long = "turn-listen-tcp", env = "DUET_TURN_LISTEN_TCP")]
+    #[arg(
+        long = "turn-listen-tcp",
+        env = "DUET_TURN_LISTEN_TCP",
+        value_name = "ADDR:PORT"
+    )]
     pub listen_tcp: Option<SocketAddr>,
 
     /// Public IP advertised as the relayed address. Required when listening on
     /// a wildcard address: the server cannot know its public address behind NAT.
-    #[arg(long = "turn-external-ip", env = "DUET_TURN_EXTERNAL_IP")]
+    #[arg(
+        long = "turn-external-ip",
+        env = "DUET_TURN_EXTERNAL_IP",
+        value_name = "IP"
+    )]
     pub external_ip: Option<IpAddr>,
 
     /// UDP ports used for relay sockets (open them in the firewall).
     #[arg(
         long = "turn-relay-ports",
         env = "DUET_TURN_RELAY_PORTS",
-        default_value = "49152-65535"
+        default_value = "49152-65535",
+        value_name = "FIRST-LAST"
     )]
     pub relay_ports: PortRange,
 
     /// Realm used in STUN long-term authentication.
-    #[arg(long = "turn-realm", env = "DUET_TURN_REALM", default_value = "duet")]
+    #[arg(
+        long = "turn-realm",
+        env = "DUET_TURN_REALM",
+        default_value = "duet",
+        value_name = "REALM"
+    )]
     pub realm: String,
 
     /// Maximum simultaneous allocations per user (0 = unlimited). A call needs
@@ -146,13 +161,19 @@ pub struct TurnConfig {
     #[arg(
         long = "turn-user-quota",
         env = "DUET_TURN_USER_QUOTA",
-        default_value_t = 4
+        default_value_t = 4,
+        value_name = "COUNT"
     )]
     pub user_quota: usize,
 
     /// Per-allocation relay bandwidth cap in bytes per second, both
     /// directions together (0 = unlimited). 250000 B/s = 2 Mbit/s fits HD video.
-    #[arg(long = "turn-max-bps", env = "DUET_TURN_MAX_BPS", default_value_t = 0)]
+    #[arg(
+        long = "turn-max-bps",
+        env = "DUET_TURN_MAX_BPS",
+        default_value_t = 0,
+        value_name = "BYTES_PER_SEC"
+    )]
     pub max_bytes_per_sec: u64,
 
     /// Allow relaying to loopback peers (127.0.0.0/8, ::1). Tests only.
