@@ -92,12 +92,14 @@ pub async fn run(
     let registry = registry_for(&config).await?;
     let grace = config.shutdown_grace;
     let cancel = CancellationToken::new();
+    let resume = session::resume::Resume::new(config.resume_secret.as_deref());
     let ctx = Arc::new(Context {
         config,
         registry: registry.clone(),
         metrics: Default::default(),
         ice,
         shutdown: cancel.clone(),
+        resume,
     });
     let state = AppState {
         ctx,

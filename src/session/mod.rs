@@ -8,12 +8,17 @@
 //! - `user`: carrying out those decisions for a logged-in user (login, relay, hang-up,
 //!   events from the registry).
 //! - `limits`: the per-connection rate limit.
+//! - [`resume`]: resume tokens, and the seats a resuming login takes a session over by.
+//! - `held`: a resumable session whose connection dropped, holding its name for the
+//!   resume window.
 //!
 //! This file: keepalive, writing with a deadline, the closing handshake, and cleaning up
 //! (name released, call peer told) when the connection ends.
 
 pub mod call;
+mod held;
 mod limits;
+pub mod resume;
 mod user;
 
 use std::error::Error as StdError;
@@ -31,7 +36,9 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::{debug, info};
 
 use self::call::Call;
+use self::held::{Held, taken_over};
 use self::limits::{RateLimit, Verdict};
+use self::resume::{Resume, Seat, Takeover};
 use self::user::User;
 use crate::config::Config;
 use crate::ice::IceConfig;
@@ -47,6 +54,8 @@ pub struct Context {
     pub ice: IceConfig,
     /// Cancelled when the server shuts down: every session closes with 1001.
     pub shutdown: CancellationToken,
+    /// The resume key and this node's resumable sessions.
+    pub resume: Resume,
 }
 
 /// WebSocket close codes the server uses (RFC 6455 section 7.4.1).
@@ -55,6 +64,8 @@ mod close_code {
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The session was resumed on another connection (application range, RFC 6455 7.4.2).
+    pub const REPLACED: u16 = 4000;
 }
 
 /// How long closing may spend writing the close frame, and then waiting for the client's
@@ -76,6 +87,8 @@ enum End {
     PongTimeout,
     RateLimited,
     TooBig,
+    /// A login with this session's resume token took it over on another connection.
+    Replaced,
 }
 
 impl End {
@@ -87,6 +100,7 @@ impl End {
             End::PongTimeout => (close_code::POLICY, "no pong received"),
             End::RateLimited => (close_code::POLICY, "rate limit exceeded"),
             End::TooBig => (close_code::TOO_BIG, "message too big"),
+            End::Replaced => (close_code::REPLACED, "resumed on another connection"),
             End::ClientClosed | End::SocketError | End::WriteTimeout => return None,
         };
         Some(CloseFrame {
@@ -110,6 +124,12 @@ struct Session {
     /// Cancelled by a sender that found our mailbox full, and (being a child of
     /// `ctx.shutdown`) when the server shuts down: one token, one waiter per session.
     kick: CancellationToken,
+    /// Set by a resumable login: where a resuming login's takeover arrives.
+    seat: Option<Seat>,
+    /// The client closed with 1000 or no code: a deliberate goodbye, not a drop.
+    goodbye: bool,
+    /// A takeover that arrived while connected, carried out once the socket is closed.
+    takeover: Option<Takeover>,
 }
 
 /// Serves one upgraded WebSocket until it closes, the client misbehaves, or the server
@@ -138,6 +158,9 @@ where
         out: Vec::new(),
         end: None,
         kick: ctx.shutdown.child_token(),
+        seat: None,
+        goodbye: false,
+        takeover: None,
         ctx,
     };
     session.run(socket, permit)
@@ -145,15 +168,33 @@ where
 
 impl Session {
     /// Holds `_permit` (this connection's place under `--max-connections`) to the end.
-    async fn run<S, E>(mut self, mut socket: S, _permit: ConnectionPermit)
+    async fn run<S, E>(mut self, mut socket: S, permit: ConnectionPermit)
     where
         S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
         E: StdError + Send + Sync + 'static,
     {
         let end = self.serve(&mut socket).await;
         drop(socket);
-        Box::pin(self.finish(end)).await;
-        // `_permit` drops here, after the cleanup: the connection is uncounted last.
+        let mut tell_peer = true;
+        if let Some(takeover) = self.takeover.take() {
+            if Box::pin(self.hand_over(takeover)).await {
+                return;
+            }
+        } else if self.holds(end) {
+            // A held name is not a connection: it does not count under --max-connections.
+            drop(permit);
+            match Box::pin(self.hold(end)).await {
+                Held::HandedOver => return,
+                Held::Over { tell_peer: tell } => tell_peer = tell,
+            }
+        }
+        if let Some(takeover) = self.withdraw()
+            && Box::pin(self.hand_over(takeover)).await
+        {
+            return;
+        }
+        Box::pin(self.finish(end, tell_peer)).await;
+        // The permit drops here, after the cleanup: the connection is uncounted last.
     }
 
     async fn serve<S, E>(&mut self, socket: &mut S) -> End
@@ -190,6 +231,13 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = &mut kicked => break self.kicked(),
+                takeover = taken_over(&mut self.seat) => match takeover {
+                    Ok(takeover) => {
+                        self.takeover = Some(takeover);
+                        break End::Replaced;
+                    }
+                    Err(_) => self.seat = None,
+                },
                 event = recv(&self.user) => {
                     Box::pin(self.on_events(event)).await;
                 }
@@ -214,7 +262,11 @@ impl Session {
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
                             self.rate_ok(now);
                         }
-                        Some(Ok(Message::Close(_))) | None => break End::ClientClosed,
+                        Some(Ok(Message::Close(frame))) => {
+                            self.goodbye = frame.is_none_or(|f| f.code == 1000);
+                            break End::ClientClosed;
+                        }
+                        None => break End::ClientClosed,
                         Some(Err(e)) => {
                             if is_too_big(&e) {
                                 break End::TooBig;
@@ -333,8 +385,9 @@ impl Session {
         socket.flush().await.map_err(|_| ())
     }
 
-    /// Ends the session: the peer learns we left, the name is freed.
-    async fn finish(&mut self, end: End) {
+    /// Ends the session: the peer learns we left (unless `tell_peer` is false: it was told
+    /// we are reconnecting), the name is freed.
+    async fn finish(&mut self, end: End, tell_peer: bool) {
         let metrics = &self.ctx.metrics;
         match end {
             End::SlowConsumer => {
@@ -357,8 +410,10 @@ impl Session {
         self.ctx.registry.release(&user.name, &user.mailbox).await;
         if let Some(peer) = user.call.peer().cloned() {
             self.set_call(&mut user, Call::Idle);
-            let event = user.leave_event(LeaveReason::Disconnected);
-            let _ = self.ctx.registry.send(&peer, event).await;
+            if tell_peer {
+                let event = user.leave_event(LeaveReason::Disconnected);
+                let _ = self.ctx.registry.send(&peer, event).await;
+            }
         }
         self.ctx.registry.announce(&user.name, false).await;
         info!(id = self.id, name = %user.name, ?end, "logged out");
@@ -511,6 +566,7 @@ mod tests {
             metrics: Default::default(),
             ice: Default::default(),
             shutdown: CancellationToken::new(),
+            resume: Resume::new(None),
         })
     }
 
