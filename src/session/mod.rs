@@ -479,6 +479,7 @@ mod tests {
 
     use crate::protocol::Name;
     use crate::registry::memory::MemoryRegistry;
+    use std::sync::atomic::Ordering::Relaxed;
 
     /// A WebSocket stand-in: frames the test sends arrive at the session; frames the
     /// session writes come out at the test.
@@ -588,6 +589,93 @@ mod tests {
         peer.send(json!({"type": "login", "name": name}));
         assert_eq!(peer.json().await["success"], true);
         peer
+    }
+
+    /// A resumable login; returns the connection and its token.
+    async fn resumable(ctx: &Arc<Context>, id: u64, name: &str) -> (Peer, String) {
+        let mut peer = connect(ctx, id);
+        peer.send(json!({"type": "login", "name": name, "resume": true}));
+        let reply = peer.json().await;
+        assert_eq!(reply["success"], true, "{reply}");
+        let token = reply["resumeToken"].as_str().expect("token").to_owned();
+        (peer, token)
+    }
+
+    /// `a` calls `b`, who answers.
+    async fn call(a: &mut Peer, a_name: &str, b: &mut Peer, b_name: &str) {
+        a.send(json!({"type": "offer", "name": b_name, "offer": {"sdp": "x"}}));
+        assert_eq!(awake_json(b).await["type"], "offer");
+        assert_eq!(awake_json(a).await["type"], "ringing");
+        b.send(json!({"type": "answer", "name": a_name, "answer": {"sdp": "y"}}));
+        assert_eq!(awake_json(a).await["type"], "answer");
+    }
+
+    /// The next JSON message that is not presence, answering pings meanwhile.
+    async fn awake_json(peer: &mut Peer) -> Value {
+        loop {
+            match peer.frame().await {
+                Some(Message::Ping(_)) => {
+                    let _ = peer.to_session.send(Message::Pong(Default::default()));
+                }
+                Some(Message::Text(t)) => {
+                    let v: Value = serde_json::from_str(&t).expect("json");
+                    if v["type"] != "presence" {
+                        return v;
+                    }
+                }
+                other => panic!("expected a JSON message, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_name_is_freed_exactly_when_the_window_ends() {
+        let ctx = context_with(|c| {
+            c.rate_limit = 0.0;
+            c.resume_window = Duration::from_secs(30);
+        });
+        let (mut a, _token) = resumable(&ctx, 1, "a").await;
+        let mut b = logged_in(&ctx, 2, "b").await;
+        call(&mut a, "a", &mut b, "b").await;
+        let dropped = Instant::now();
+        drop(a); // the stream ends without a close frame: an abnormal drop
+        assert_eq!(awake_json(&mut b).await["type"], "reconnecting");
+        let name = Name::parse("a").expect("name");
+        assert!(ctx.registry.is_online(&name).await, "held");
+        let leave = awake_json(&mut b).await;
+        assert_eq!(leave["type"], "leave");
+        assert_eq!(leave["reason"], "disconnected");
+        assert_eq!(dropped.elapsed(), ctx.config.resume_window);
+        assert!(!ctx.registry.is_online(&name).await, "freed");
+        assert_eq!(ctx.metrics.sessions_in_call.load(Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resume_at_the_end_of_the_window_keeps_the_call() {
+        let ctx = context_with(|c| {
+            c.rate_limit = 0.0;
+            c.resume_window = Duration::from_secs(30);
+            // The test's clients stay silent for minutes below.
+            c.ping_interval = Duration::from_secs(3600);
+        });
+        let (mut a, token) = resumable(&ctx, 1, "a").await;
+        let mut b = logged_in(&ctx, 2, "b").await;
+        call(&mut a, "a", &mut b, "b").await;
+        drop(a);
+        assert_eq!(awake_json(&mut b).await["type"], "reconnecting");
+        tokio::time::sleep(ctx.config.resume_window - Duration::from_millis(1)).await;
+        let mut a2 = connect(&ctx, 3);
+        a2.send(json!({"type": "login", "name": "a", "resumeToken": token}));
+        let reply = a2.json().await;
+        assert_eq!(reply["resumed"], true, "{reply}");
+        assert_eq!(awake_json(&mut b).await["type"], "resumed");
+        // Long after the window, nothing ends the call; both still count as in a call.
+        tokio::time::sleep(ctx.config.resume_window * 2).await;
+        assert_eq!(ctx.metrics.sessions_in_call.load(Relaxed), 2);
+        a2.send(json!({"type": "leave"}));
+        let leave = awake_json(&mut b).await;
+        assert_eq!(leave["type"], "leave");
+        assert_eq!(leave["reason"], "hangup");
     }
 
     #[tokio::test(start_paused = true)]
