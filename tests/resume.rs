@@ -5,7 +5,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 

@@ -122,15 +122,14 @@ impl Session {
                     self.login_failed(ErrorCode::InvalidToken, &message);
                     return;
                 }
-                Take::Taking(answer) => match answer.await {
-                    Ok(handover) => {
+                Take::Taking(answer) => {
+                    // An owner that cannot hand over (its name was no longer its own)
+                    // drops the answer: then this is a normal login.
+                    if let Ok(handover) = answer.await {
                         self.resumed(name, mailbox, inbox, handover).await;
                         return;
                     }
-                    // The owner could not hand over (its name was no longer its own):
-                    // try a normal login.
-                    Err(_) => {}
-                },
+                }
             }
         }
         match self.ctx.registry.claim(&name, &mailbox).await {
