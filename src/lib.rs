@@ -5,7 +5,9 @@
 //! - [`protocol`]: wire messages, parsing, validation, error codes.
 //! - [`session`]: one WebSocket connection: the driver (socket, timers, keepalive, close),
 //!   [`session::call`] (the call rules as plain functions), carrying them out for a
-//!   logged-in user, the rate limit.
+//!   logged-in user, the rate limit, and resume: [`session::resume`] (tokens, and the
+//!   seats a resuming login takes a session over by) and `held` (a dropped resumable
+//!   session holding its name for `--resume-window`).
 //! - [`registry`]: who is online and how to reach them ([`registry::memory`], or
 //!   [`registry::redis`] for several nodes; what both hand to sessions is in
 //!   [`registry::mailbox`]).
