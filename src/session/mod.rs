@@ -38,7 +38,7 @@ use tracing::{debug, info};
 use self::call::Call;
 use self::held::{Held, taken_over};
 use self::limits::{RateLimit, Verdict};
-use self::resume::{Resume, Seat, Takeover};
+use self::resume::{Resume, Seat};
 use self::user::User;
 use crate::config::Config;
 use crate::ice::IceConfig;
@@ -128,8 +128,6 @@ struct Session {
     seat: Option<Seat>,
     /// The client closed with 1000 or no code: a deliberate goodbye, not a drop.
     goodbye: bool,
-    /// A takeover that arrived while connected, carried out once the socket is closed.
-    takeover: Option<Takeover>,
 }
 
 /// Serves one upgraded WebSocket until it closes, the client misbehaves, or the server
@@ -160,7 +158,6 @@ where
         kick: ctx.shutdown.child_token(),
         seat: None,
         goodbye: false,
-        takeover: None,
         ctx,
     };
     session.run(socket, permit)
@@ -176,11 +173,10 @@ impl Session {
         let end = self.serve(&mut socket).await;
         drop(socket);
         let mut tell_peer = true;
-        if let Some(takeover) = self.takeover.take() {
-            if Box::pin(self.hand_over(takeover)).await {
-                return;
-            }
-        } else if self.holds(end) {
+        if end == End::Replaced {
+            return;
+        }
+        if self.holds(end) {
             // A held name is not a connection: it does not count under --max-connections.
             drop(permit);
             match Box::pin(self.hold(end)).await {
@@ -232,9 +228,12 @@ impl Session {
                 biased;
                 _ = &mut kicked => break self.kicked(),
                 takeover = taken_over(&mut self.seat) => match takeover {
+                    // Handed over before the socket is closed: closing a dead connection
+                    // (the usual reason to resume) can take its timeouts.
                     Ok(takeover) => {
-                        self.takeover = Some(takeover);
-                        break End::Replaced;
+                        if Box::pin(self.hand_over(takeover)).await {
+                            break End::Replaced;
+                        }
                     }
                     Err(_) => self.seat = None,
                 },
