@@ -105,6 +105,32 @@ pub struct Config {
     )]
     pub log_names: bool,
 
+    /// How long the name of a client that asked to be resumable (`"resume": true` at login)
+    /// stays held after its connection drops, with its call and up to 64 messages (256 KiB)
+    /// addressed to it, for a login with its resume token to take back (see
+    /// docs/protocol.md). 0 turns resume off: every disconnect frees the name at once.
+    #[arg(
+        long,
+        env = "DUET_RESUME_WINDOW",
+        default_value = "30s",
+        value_parser = humantime::parse_duration,
+        value_name = "DURATION",
+        help_heading = "Basics"
+    )]
+    pub resume_window: Duration,
+
+    /// Key that signs resume tokens (any string; long and random). Default: a random key
+    /// per process, so a restart invalidates every token. Give every node of a cluster the
+    /// same one.
+    #[arg(
+        long,
+        env = "DUET_RESUME_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET",
+        help_heading = "Basics"
+    )]
+    pub resume_secret: Option<String>,
+
     // The three groups below print under their own headings (set in their structs).
     /// HTTPS and WSS on the listen port (`--tls-cert`/`--tls-key` or `--tls-self-signed`).
     #[command(flatten)]

@@ -5,7 +5,9 @@
 //! - [`protocol`]: wire messages, parsing, validation, error codes.
 //! - [`session`]: one WebSocket connection: the driver (socket, timers, keepalive, close),
 //!   [`session::call`] (the call rules as plain functions), carrying them out for a
-//!   logged-in user, the rate limit.
+//!   logged-in user, the rate limit, and resume: [`session::resume`] (tokens, and the
+//!   seats a resuming login takes a session over by) and `held` (a dropped resumable
+//!   session holding its name for `--resume-window`).
 //! - [`registry`]: who is online and how to reach them ([`registry::memory`], or
 //!   [`registry::redis`] for several nodes; what both hand to sessions is in
 //!   [`registry::mailbox`]).
@@ -114,12 +116,14 @@ pub async fn run(
     let acme_domains = config.tls.acme_domains.clone();
     let redirect_listen = config.tls.http_redirect_listen;
     let cancel = CancellationToken::new();
+    let resume = session::resume::Resume::new(config.resume_secret.as_deref());
     let ctx = Arc::new(Context {
         config,
         registry: registry.clone(),
         metrics: Default::default(),
         ice,
         shutdown: cancel.clone(),
+        resume,
     });
     let state = AppState {
         ctx,

@@ -190,6 +190,13 @@ pub enum Request<'a> {
     Login {
         /// The claimed name, or why it is unusable (reported as a failed login).
         name: Result<Name, NameError>,
+        /// `resumeToken`: the token of an earlier login of this name, to take back a held
+        /// name, its call and its waiting messages. A token that is not a string is kept as
+        /// an empty one, which no name accepts.
+        token: Option<Cow<'a, str>>,
+        /// `resume: true`: the client can resume, so it wants a token and its name held
+        /// when its connection drops. A login with a token asks for the same.
+        resume: bool,
     },
     /// `offer`, `answer` or `candidate` to `to`, with the payload as raw JSON text.
     Relay {
@@ -250,10 +257,11 @@ pub enum ErrorCode {
     // Login failure codes, carried by `login` replies rather than `error` frames.
     InvalidName,
     NameTaken,
+    InvalidToken,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::InvalidJson,
         ErrorCode::NotAnObject,
         ErrorCode::InvalidMessage,
@@ -271,6 +279,7 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::InvalidName,
         ErrorCode::NameTaken,
+        ErrorCode::InvalidToken,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -292,6 +301,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::InvalidName => "invalid-name",
             ErrorCode::NameTaken => "name-taken",
+            ErrorCode::InvalidToken => "invalid-token",
         }
     }
 
@@ -340,6 +350,10 @@ struct Envelope<'a> {
     candidate: Option<&'a RawValue>,
     #[serde(borrow, default)]
     reason: Option<&'a RawValue>,
+    #[serde(rename = "resumeToken", borrow, default)]
+    resume_token: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    resume: Option<&'a RawValue>,
 }
 
 fn as_string(raw: &RawValue) -> Option<Cow<'_, str>> {
@@ -407,7 +421,17 @@ pub fn parse(text: &str) -> Result<Request<'_>, ParseError> {
                 Some(Some(raw)) => Name::parse(&raw),
                 _ => Err(NameError::NotAString),
             };
-            return Ok(Request::Login { name });
+            // `null` counts as missing, as for every other field.
+            let token = envelope
+                .resume_token
+                .filter(|raw| raw.get() != "null")
+                .map(|raw| as_string(raw).unwrap_or_default());
+            let resume = envelope.resume.is_some_and(|raw| raw.get() == "true");
+            return Ok(Request::Login {
+                name,
+                token,
+                resume,
+            });
         }
         "offer" => SignalKind::Offer,
         "answer" => SignalKind::Answer,
@@ -569,6 +593,21 @@ struct LoginOk<'a> {
     ice_servers: &'a serde_json::Value,
     users: &'a [Name],
     users_truncated: bool,
+    /// Only for a client that asked to be resumable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resume_token: Option<&'a str>,
+    /// Only when the login carried a token: whether it took back a held session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resumed: Option<bool>,
+}
+
+/// The resume fields of a successful login reply.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ResumeReply<'a> {
+    /// The token to resume this login with.
+    pub token: Option<&'a str>,
+    /// Set when the login carried a token: `true` when it took back the held session.
+    pub resumed: Option<bool>,
 }
 
 pub fn login_ok_frame(
@@ -576,6 +615,7 @@ pub fn login_ok_frame(
     ice_servers: &serde_json::Value,
     users: &[Name],
     users_truncated: bool,
+    resume: ResumeReply<'_>,
 ) -> String {
     serde_json::to_string(&LoginOk {
         kind: "login",
@@ -584,6 +624,8 @@ pub fn login_ok_frame(
         ice_servers,
         users,
         users_truncated,
+        resume_token: resume.token,
+        resumed: resume.resumed,
     })
     .unwrap_or_default()
 }
@@ -591,6 +633,23 @@ pub fn login_ok_frame(
 /// `{"type":"ringing","name":<callee>}`: sent to a caller once the callee has the offer.
 pub fn ringing_frame(callee_json: &str) -> String {
     format!("{{\"type\":\"ringing\",\"name\":{callee_json}}}")
+}
+
+/// `{"type":"reconnecting","name":<peer>}`: the call peer's connection dropped and its name
+/// is held for the resume window; the call goes on.
+pub fn reconnecting_frame(peer_json: &str) -> String {
+    format!("{{\"type\":\"reconnecting\",\"name\":{peer_json}}}")
+}
+
+/// `{"type":"resumed","name":<peer>}`: the call peer is back on a new connection.
+pub fn resumed_frame(peer_json: &str) -> String {
+    format!("{{\"type\":\"resumed\",\"name\":{peer_json}}}")
+}
+
+/// Whether `frame` is a presence update (which a held session need not keep: the roster in
+/// the resumed login reply replaces them all).
+pub fn is_presence_frame(frame: &str) -> bool {
+    frame.starts_with("{\"type\":\"presence\"")
 }
 
 /// `{"type":"presence","name":...,"online":...}`.

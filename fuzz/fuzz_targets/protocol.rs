@@ -11,8 +11,8 @@ fuzz_target!(|text: &str| {
             assert!(!e.code.as_str().is_empty());
             assert!(!e.message.is_empty());
         }
-        Ok(Request::Login { name: Ok(name) }) => check_name(&name),
-        Ok(Request::Login { name: Err(_) }) => {}
+        Ok(Request::Login { name: Ok(name), .. }) => check_name(&name),
+        Ok(Request::Login { name: Err(_), .. }) => {}
         Ok(Request::Relay { kind, to, payload }) => {
             if let Target::Valid(name) = &to {
                 check_name(name);

@@ -122,14 +122,37 @@ fn leave_defaults() {
 
 #[test]
 fn login_with_a_bad_name_is_a_failed_login_not_a_parse_error() {
-    let Ok(Request::Login { name }) = parse("{\"type\":\"login\",\"name\":\"\"}") else {
+    let Ok(Request::Login { name, .. }) = parse("{\"type\":\"login\",\"name\":\"\"}") else {
         panic!()
     };
     assert_eq!(name, Err(NameError::Empty));
-    let Ok(Request::Login { name }) = parse("{\"type\":\"login\"}") else {
+    let Ok(Request::Login { name, .. }) = parse("{\"type\":\"login\"}") else {
         panic!()
     };
     assert_eq!(name, Err(NameError::NotAString));
+}
+
+#[test]
+fn login_reads_the_resume_fields() {
+    let Ok(Request::Login { token, resume, .. }) =
+        parse(r#"{"type":"login","name":"a","resumeToken":"abc","resume":true}"#)
+    else {
+        panic!()
+    };
+    assert_eq!(token.as_deref(), Some("abc"));
+    assert!(resume);
+    // A seed login has neither; null is missing; a token that is no string is empty.
+    for (text, expected) in [
+        (r#"{"type":"login","name":"a"}"#, None),
+        (r#"{"type":"login","name":"a","resumeToken":null}"#, None),
+        (r#"{"type":"login","name":"a","resumeToken":7}"#, Some("")),
+    ] {
+        let Ok(Request::Login { token, resume, .. }) = parse(text) else {
+            panic!("{text}")
+        };
+        assert_eq!(token.as_deref(), expected, "{text}");
+        assert!(!resume, "{text}");
+    }
 }
 
 #[test]

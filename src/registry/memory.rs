@@ -52,6 +52,16 @@ impl MemoryRegistry {
         }
     }
 
+    pub fn replace(&self, name: &Name, old: &Mailbox, new: &Mailbox) -> bool {
+        match self.users().get_mut(name) {
+            Some(mailbox) if mailbox.same_channel(old) => {
+                *mailbox = new.clone();
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn send(&self, to: &Name, event: Event) -> Result<(), SendError> {
         let users = self.users();
         let mailbox = users.get(to).ok_or(SendError::NotOnline)?;

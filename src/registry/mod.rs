@@ -43,6 +43,16 @@ impl Registry {
         }
     }
 
+    /// Hands `name` from `old`'s connection to `new`'s (a session resumed on a new
+    /// connection of this node): events sent after this reach `new`. False when `old` no
+    /// longer holds the name.
+    pub fn replace(&self, name: &Name, old: &Mailbox, new: &Mailbox) -> bool {
+        match self {
+            Registry::Memory(r) => r.replace(name, old, new),
+            Registry::Redis(r) => r.replace(name, old, new),
+        }
+    }
+
     /// Delivers `event` to `to`. Events from one sender to one receiver arrive in the order
     /// they were sent.
     pub async fn send(&self, to: &Name, event: Event) -> Result<(), SendError> {

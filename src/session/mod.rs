@@ -8,12 +8,17 @@
 //! - `user`: carrying out those decisions for a logged-in user (login, relay, hang-up,
 //!   events from the registry).
 //! - `limits`: the per-connection rate limit.
+//! - [`resume`]: resume tokens, and the seats a resuming login takes a session over by.
+//! - `held`: a resumable session whose connection dropped, holding its name for the
+//!   resume window.
 //!
 //! This file: keepalive, writing with a deadline, the closing handshake, and cleaning up
 //! (name released, call peer told) when the connection ends.
 
 pub mod call;
+mod held;
 mod limits;
+pub mod resume;
 mod user;
 
 use std::error::Error as StdError;
@@ -31,7 +36,9 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::{debug, info};
 
 use self::call::Call;
+use self::held::{Held, taken_over};
 use self::limits::{RateLimit, Verdict};
+use self::resume::{Resume, Seat};
 use self::user::User;
 use crate::config::Config;
 use crate::ice::IceConfig;
@@ -48,6 +55,8 @@ pub struct Context {
     pub ice: IceConfig,
     /// Cancelled when the server shuts down: every session closes with 1001.
     pub shutdown: CancellationToken,
+    /// The resume key and this node's resumable sessions.
+    pub resume: Resume,
 }
 
 /// WebSocket close codes the server uses (RFC 6455 section 7.4.1).
@@ -56,6 +65,8 @@ mod close_code {
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The session was resumed on another connection (application range, RFC 6455 7.4.2).
+    pub const REPLACED: u16 = 4000;
 }
 
 /// How long closing may spend writing the close frame, and then waiting for the client's
@@ -77,6 +88,8 @@ enum End {
     PongTimeout,
     RateLimited,
     TooBig,
+    /// A login with this session's resume token took it over on another connection.
+    Replaced,
 }
 
 impl End {
@@ -88,6 +101,7 @@ impl End {
             End::PongTimeout => (close_code::POLICY, "no pong received"),
             End::RateLimited => (close_code::POLICY, "rate limit exceeded"),
             End::TooBig => (close_code::TOO_BIG, "message too big"),
+            End::Replaced => (close_code::REPLACED, "resumed on another connection"),
             End::ClientClosed | End::SocketError | End::WriteTimeout => return None,
         };
         Some(CloseFrame {
@@ -111,6 +125,10 @@ struct Session {
     /// Cancelled by a sender that found our mailbox full, and (being a child of
     /// `ctx.shutdown`) when the server shuts down: one token, one waiter per session.
     kick: CancellationToken,
+    /// Set by a resumable login: where a resuming login's takeover arrives.
+    seat: Option<Seat>,
+    /// The client closed with 1000 or no code: a deliberate goodbye, not a drop.
+    goodbye: bool,
 }
 
 /// Serves one upgraded WebSocket until it closes, the client misbehaves, or the server
@@ -139,6 +157,8 @@ where
         out: Vec::new(),
         end: None,
         kick: ctx.shutdown.child_token(),
+        seat: None,
+        goodbye: false,
         ctx,
     };
     session.run(socket, permit)
@@ -146,15 +166,32 @@ where
 
 impl Session {
     /// Holds `_permit` (this connection's place under `--max-connections`) to the end.
-    async fn run<S, E>(mut self, mut socket: S, _permit: ConnectionPermit)
+    async fn run<S, E>(mut self, mut socket: S, permit: ConnectionPermit)
     where
         S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
         E: StdError + Send + Sync + 'static,
     {
         let end = self.serve(&mut socket).await;
         drop(socket);
-        Box::pin(self.finish(end)).await;
-        // `_permit` drops here, after the cleanup: the connection is uncounted last.
+        let mut tell_peer = true;
+        if end == End::Replaced {
+            return;
+        }
+        if self.holds(end) {
+            // A held name is not a connection: it does not count under --max-connections.
+            drop(permit);
+            match Box::pin(self.hold(end)).await {
+                Held::HandedOver => return,
+                Held::Over { tell_peer: tell } => tell_peer = tell,
+            }
+        }
+        if let Some(takeover) = self.withdraw()
+            && Box::pin(self.hand_over(takeover)).await
+        {
+            return;
+        }
+        Box::pin(self.finish(end, tell_peer)).await;
+        // The permit drops here, after the cleanup: the connection is uncounted last.
     }
 
     async fn serve<S, E>(&mut self, socket: &mut S) -> End
@@ -191,6 +228,16 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = &mut kicked => break self.kicked(),
+                takeover = taken_over(&mut self.seat) => match takeover {
+                    // Handed over before the socket is closed: closing a dead connection
+                    // (the usual reason to resume) can take its timeouts.
+                    Ok(takeover) => {
+                        if Box::pin(self.hand_over(takeover)).await {
+                            break End::Replaced;
+                        }
+                    }
+                    Err(_) => self.seat = None,
+                },
                 event = recv(&self.user) => {
                     Box::pin(self.on_events(event)).await;
                 }
@@ -215,7 +262,11 @@ impl Session {
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
                             self.rate_ok(now);
                         }
-                        Some(Ok(Message::Close(_))) | None => break End::ClientClosed,
+                        Some(Ok(Message::Close(frame))) => {
+                            self.goodbye = frame.is_none_or(|f| f.code == 1000);
+                            break End::ClientClosed;
+                        }
+                        None => break End::ClientClosed,
                         Some(Err(e)) => {
                             if is_too_big(&e) {
                                 break End::TooBig;
@@ -334,8 +385,9 @@ impl Session {
         socket.flush().await.map_err(|_| ())
     }
 
-    /// Ends the session: the peer learns we left, the name is freed.
-    async fn finish(&mut self, end: End) {
+    /// Ends the session: the peer learns we left (unless `tell_peer` is false: it was told
+    /// we are reconnecting), the name is freed.
+    async fn finish(&mut self, end: End, tell_peer: bool) {
         let metrics = &self.ctx.metrics;
         match end {
             End::SlowConsumer => {
@@ -358,8 +410,10 @@ impl Session {
         self.ctx.registry.release(&user.name, &user.mailbox).await;
         if let Some(peer) = user.call.peer().cloned() {
             self.set_call(&mut user, Call::Idle);
-            let event = user.leave_event(LeaveReason::Disconnected);
-            let _ = self.ctx.registry.send(&peer, event).await;
+            if tell_peer {
+                let event = user.leave_event(LeaveReason::Disconnected);
+                let _ = self.ctx.registry.send(&peer, event).await;
+            }
         }
         self.ctx.registry.announce(&user.name, false).await;
         info!(id = self.id, name = %shown(&user.name), ?end, "logged out");
@@ -426,6 +480,7 @@ mod tests {
 
     use crate::protocol::Name;
     use crate::registry::memory::MemoryRegistry;
+    use std::sync::atomic::Ordering::Relaxed;
 
     /// A WebSocket stand-in: frames the test sends arrive at the session; frames the
     /// session writes come out at the test.
@@ -513,6 +568,7 @@ mod tests {
             metrics: Default::default(),
             ice: Default::default(),
             shutdown: CancellationToken::new(),
+            resume: Resume::new(None),
         })
     }
 
@@ -534,6 +590,93 @@ mod tests {
         peer.send(json!({"type": "login", "name": name}));
         assert_eq!(peer.json().await["success"], true);
         peer
+    }
+
+    /// A resumable login; returns the connection and its token.
+    async fn resumable(ctx: &Arc<Context>, id: u64, name: &str) -> (Peer, String) {
+        let mut peer = connect(ctx, id);
+        peer.send(json!({"type": "login", "name": name, "resume": true}));
+        let reply = peer.json().await;
+        assert_eq!(reply["success"], true, "{reply}");
+        let token = reply["resumeToken"].as_str().expect("token").to_owned();
+        (peer, token)
+    }
+
+    /// `a` calls `b`, who answers.
+    async fn call(a: &mut Peer, a_name: &str, b: &mut Peer, b_name: &str) {
+        a.send(json!({"type": "offer", "name": b_name, "offer": {"sdp": "x"}}));
+        assert_eq!(awake_json(b).await["type"], "offer");
+        assert_eq!(awake_json(a).await["type"], "ringing");
+        b.send(json!({"type": "answer", "name": a_name, "answer": {"sdp": "y"}}));
+        assert_eq!(awake_json(a).await["type"], "answer");
+    }
+
+    /// The next JSON message that is not presence, answering pings meanwhile.
+    async fn awake_json(peer: &mut Peer) -> Value {
+        loop {
+            match peer.frame().await {
+                Some(Message::Ping(_)) => {
+                    let _ = peer.to_session.send(Message::Pong(Default::default()));
+                }
+                Some(Message::Text(t)) => {
+                    let v: Value = serde_json::from_str(&t).expect("json");
+                    if v["type"] != "presence" {
+                        return v;
+                    }
+                }
+                other => panic!("expected a JSON message, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_name_is_freed_exactly_when_the_window_ends() {
+        let ctx = context_with(|c| {
+            c.rate_limit = 0.0;
+            c.resume_window = Duration::from_secs(30);
+        });
+        let (mut a, _token) = resumable(&ctx, 1, "a").await;
+        let mut b = logged_in(&ctx, 2, "b").await;
+        call(&mut a, "a", &mut b, "b").await;
+        let dropped = Instant::now();
+        drop(a); // the stream ends without a close frame: an abnormal drop
+        assert_eq!(awake_json(&mut b).await["type"], "reconnecting");
+        let name = Name::parse("a").expect("name");
+        assert!(ctx.registry.is_online(&name).await, "held");
+        let leave = awake_json(&mut b).await;
+        assert_eq!(leave["type"], "leave");
+        assert_eq!(leave["reason"], "disconnected");
+        assert_eq!(dropped.elapsed(), ctx.config.resume_window);
+        assert!(!ctx.registry.is_online(&name).await, "freed");
+        assert_eq!(ctx.metrics.sessions_in_call.load(Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resume_at_the_end_of_the_window_keeps_the_call() {
+        let ctx = context_with(|c| {
+            c.rate_limit = 0.0;
+            c.resume_window = Duration::from_secs(30);
+            // The test's clients stay silent for minutes below.
+            c.ping_interval = Duration::from_secs(3600);
+        });
+        let (mut a, token) = resumable(&ctx, 1, "a").await;
+        let mut b = logged_in(&ctx, 2, "b").await;
+        call(&mut a, "a", &mut b, "b").await;
+        drop(a);
+        assert_eq!(awake_json(&mut b).await["type"], "reconnecting");
+        tokio::time::sleep(ctx.config.resume_window - Duration::from_millis(1)).await;
+        let mut a2 = connect(&ctx, 3);
+        a2.send(json!({"type": "login", "name": "a", "resumeToken": token}));
+        let reply = a2.json().await;
+        assert_eq!(reply["resumed"], true, "{reply}");
+        assert_eq!(awake_json(&mut b).await["type"], "resumed");
+        // Long after the window, nothing ends the call; both still count as in a call.
+        tokio::time::sleep(ctx.config.resume_window * 2).await;
+        assert_eq!(ctx.metrics.sessions_in_call.load(Relaxed), 2);
+        a2.send(json!({"type": "leave"}));
+        let leave = awake_json(&mut b).await;
+        assert_eq!(leave["type"], "leave");
+        assert_eq!(leave["reason"], "hangup");
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,8 +13,11 @@ use tracing::{debug, info, warn};
 
 use super::Session;
 use super::call::{self, Bounced, Call, Incoming, Refusal};
+use super::resume::{Handover, Take};
 use crate::logging::shown;
-use crate::protocol::{self, ErrorCode, LeaveReason, Name, NameError, Request, SignalKind, Target};
+use crate::protocol::{
+    self, ErrorCode, LeaveReason, Name, NameError, Request, ResumeReply, SignalKind, Target,
+};
 use crate::registry::{ClaimError, Event, Inbox, Mailbox, SendError};
 
 /// Events taken from the inbox in one go before the socket is flushed: batches writes under
@@ -25,7 +28,7 @@ const INBOX_BATCH: usize = 256;
 pub(super) struct User {
     pub(super) name: Name,
     /// `name` encoded once as a JSON string, spliced into every frame we send to peers.
-    json: String,
+    pub(super) json: String,
     pub(super) mailbox: Mailbox,
     /// The receiving end of `mailbox`.
     pub(super) inbox: Inbox,
@@ -58,7 +61,11 @@ impl Session {
         };
         let Some(mut user) = self.user.take() else {
             match request {
-                Request::Login { name } => self.login(name).await,
+                Request::Login {
+                    name,
+                    token,
+                    resume,
+                } => self.login(name, token.as_deref(), resume).await,
                 Request::Relay { kind, .. } => self.not_logged_in(kind),
                 Request::Leave { .. } => self.not_logged_in(SignalKind::Leave),
             }
@@ -90,7 +97,7 @@ impl Session {
         );
     }
 
-    async fn login(&mut self, name: Result<Name, NameError>) {
+    async fn login(&mut self, name: Result<Name, NameError>, token: Option<&str>, resume: bool) {
         let name = match name {
             Ok(name) => name,
             Err(e) => {
@@ -98,11 +105,46 @@ impl Session {
                 return;
             }
         };
+        let window = self.ctx.config.resume_window;
+        // With resume off, a token and `resume` are ignored: today's login, exactly.
+        let resumable = !window.is_zero() && (resume || token.is_some());
         let (mailbox, inbox) = Mailbox::new(self.ctx.config.queue_capacity, self.kick.clone());
+        if let Some(token) = token.filter(|_| resumable) {
+            match self.ctx.resume.take(&name, token, &mailbox) {
+                Take::NotHeld => {}
+                Take::Refused(why) => {
+                    info!(id = self.id, name = %shown(&name), %why, "resume refused");
+                    let message = format!(
+                        "The resume token cannot take back \"{name}\": {why}. The name stays \
+                         reserved for its own connection to reconnect for up to {}; log in \
+                         without a token under another name, or try again later.",
+                        humantime::format_duration(window)
+                    );
+                    self.login_failed(ErrorCode::InvalidToken, &message);
+                    return;
+                }
+                Take::Taking(answer) => {
+                    // An owner that cannot hand over (its name was no longer its own)
+                    // drops the answer: then this is a normal login.
+                    if let Ok(handover) = answer.await {
+                        self.resumed(name, mailbox, inbox, handover).await;
+                        return;
+                    }
+                }
+            }
+        }
         match self.ctx.registry.claim(&name, &mailbox).await {
             Ok(()) => {}
             Err(ClaimError::Taken) => {
-                let message = format!("The name \"{name}\" is already in use; choose another.");
+                let message = if self.ctx.resume.is_held(&name) {
+                    format!(
+                        "The name \"{name}\" is reserved for up to {} for its connection to \
+                         reconnect; choose another or try again later.",
+                        humantime::format_duration(window)
+                    )
+                } else {
+                    format!("The name \"{name}\" is already in use; choose another.")
+                };
                 self.login_failed(ErrorCode::NameTaken, &message);
                 return;
             }
@@ -115,16 +157,15 @@ impl Session {
                 return;
             }
         }
-        let roster = self.ctx.registry.roster(&name).await;
-        let ice = self.ctx.ice.servers_for(&name);
-        self.push(protocol::login_ok_frame(
-            &name,
-            &ice,
-            &roster.users,
-            roster.truncated,
-        ));
+        // A token that found nothing held: a normal login, and the client is told so.
+        let resumed = (resumable && token.is_some()).then_some(false);
+        let token = resumable.then(|| self.take_seat(&name));
+        let reply = ResumeReply {
+            token: token.as_deref(),
+            resumed,
+        };
+        self.login_reply(&name, reply).await;
         self.ctx.registry.announce(&name, true).await;
-        self.ctx.metrics.logins_total.fetch_add(1, Relaxed);
         info!(id = self.id, name = %shown(&name), "logged in");
         self.user = Some(User {
             json: protocol::json_string(name.as_str()),
@@ -133,6 +174,55 @@ impl Session {
             inbox,
             call: Call::Idle,
         });
+    }
+
+    /// Takes a seat for `name` (now ours) and returns its token.
+    fn take_seat(&mut self, name: &Name) -> String {
+        let (token, seat) = self.ctx.resume.seat(name);
+        self.seat = Some(seat);
+        token
+    }
+
+    async fn login_reply(&mut self, name: &Name, resume: ResumeReply<'_>) {
+        let roster = self.ctx.registry.roster(name).await;
+        let ice = self.ctx.ice.servers_for(name);
+        self.push(protocol::login_ok_frame(
+            name,
+            &ice,
+            &roster.users,
+            roster.truncated,
+            resume,
+        ));
+        self.ctx.metrics.logins_total.fetch_add(1, Relaxed);
+    }
+
+    /// A login that took back a held (or still connected) session of `name`: the reply,
+    /// then the frames the old session kept, in order; the call peer hears we are back.
+    async fn resumed(&mut self, name: Name, mailbox: Mailbox, inbox: Inbox, handover: Handover) {
+        let token = self.take_seat(&name);
+        let reply = ResumeReply {
+            token: Some(&token),
+            resumed: Some(true),
+        };
+        self.login_reply(&name, reply).await;
+        self.out.extend(handover.frames);
+        let user = User {
+            json: protocol::json_string(name.as_str()),
+            name,
+            mailbox,
+            inbox,
+            call: handover.call,
+        };
+        if let Some(peer) = user.call.peer() {
+            let frame = protocol::resumed_frame(&user.json);
+            let _ = self
+                .ctx
+                .registry
+                .send(peer, Event::Notice(frame.into()))
+                .await;
+        }
+        info!(id = self.id, name = %shown(&user.name), "resumed");
+        self.user = Some(user);
     }
 
     fn login_failed(&mut self, code: ErrorCode, message: &str) {
@@ -271,7 +361,7 @@ impl Session {
         self.user = Some(user);
     }
 
-    async fn on_event(&mut self, user: &mut User, event: Event) {
+    pub(super) async fn on_event(&mut self, user: &mut User, event: Event) {
         match event {
             Event::Notice(frame) => self.out.push(Message::Text(frame)),
             Event::Bounce {
@@ -287,6 +377,11 @@ impl Session {
                     ErrorCode::Busy => format!("\"{from}\" is in another call."),
                     ErrorCode::NotInCall => format!("\"{from}\" is not in a call with you."),
                     ErrorCode::NotOnline => format!("\"{from}\" is not online."),
+                    // Only a held session bounces this: its buffer for the reconnect is full.
+                    ErrorCode::DeliveryFailed => format!(
+                        "\"{from}\" is reconnecting and has too many messages waiting; this \
+                         one was not delivered."
+                    ),
                     _ => format!("\"{from}\" could not take the message."),
                 };
                 self.error(code, &message, Some(request.as_str()), Some(from.as_str()));

@@ -185,6 +185,18 @@ impl RedisRegistry {
         }
     }
 
+    /// Only the mailbox changes: the name stays claimed by this node in Redis, and the
+    /// call peer watched for it stays watched.
+    pub fn replace(&self, name: &Name, old: &Mailbox, new: &Mailbox) -> bool {
+        match self.node.local().users.get_mut(name) {
+            Some(mailbox) if mailbox.same_channel(old) => {
+                *mailbox = new.clone();
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub async fn send(&self, to: &Name, event: Event) -> Result<(), SendError> {
         let node = &self.node;
         if let Some(mailbox) = node.local().users.get(to) {
