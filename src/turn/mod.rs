@@ -156,12 +156,13 @@ pub struct TurnConfig {
     )]
     pub realm: String,
 
-    /// Maximum simultaneous allocations per user (0 = unlimited). A call needs
-    /// one per peer and transport, so a handful is plenty.
+    /// Maximum simultaneous allocations per user (0 = unlimited). A browser handed
+    /// UDP, TCP and TLS servers allocates on each, twice per server before BUNDLE
+    /// settles: 6 for one call, 8 leaves room for a renegotiation.
     #[arg(
         long = "turn-user-quota",
         env = "DUET_TURN_USER_QUOTA",
-        default_value_t = 4,
+        default_value_t = 8,
         value_name = "COUNT"
     )]
     pub user_quota: usize,
@@ -215,7 +216,7 @@ impl TurnConfig {
                 max: 65535,
             },
             realm: "duet".into(),
-            user_quota: 4,
+            user_quota: 8,
             address_quota: 64,
             max_bytes_per_sec: 0,
             allow_loopback: false,
