@@ -23,7 +23,10 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
+use self::idle::{LastRead, Watched};
 use crate::redirect;
+
+mod idle;
 
 /// How long a client gets to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,6 +34,18 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection may take to send a request's headers (also the idle limit of a
 /// keep-alive connection between requests).
 const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection that has not become a WebSocket may go without sending a byte
+/// (a TLS client silent after its handshake, an HTTP/2 client with no requests) before
+/// it is closed. The same as plain HTTP/1's limit.
+const IDLE_TIMEOUT: Duration = HTTP_HEADER_TIMEOUT;
+
+/// How long closing waits for a request in progress (HTTP/2: for the client to take the
+/// GOAWAY) before dropping the connection.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// How often the idle deadline is checked.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// How long the accept loop waits after a failed `accept` before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -169,19 +184,32 @@ async fn serve_connection(stream: TcpStream, addr: SocketAddr, shared: Shared) {
         req
     });
     let service = TowerToHyperService::new(service);
+    let last_read = LastRead::new();
+    let stream = Watched::new(stream, last_read.clone());
     let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(e) = result {
-                debug!(%addr, error = %e, "http connection ended with an error");
+    let mut check = tokio::time::interval(IDLE_CHECK);
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    debug!(%addr, error = %e, "http connection ended with an error");
+                }
+                return;
             }
-        }
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            _ = check.tick() => {
+                if last_read.idle() >= IDLE_TIMEOUT {
+                    debug!(%addr, "nothing received for {IDLE_TIMEOUT:?}; closing");
+                    break;
+                }
+            }
+            _ = shutdown.cancelled() => break,
         }
     }
+    // Lets a request in progress finish (HTTP/2: GOAWAY), then closes; bounded, because a
+    // client that keeps a response waiting must not hold the connection either.
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
 }
 
 #[cfg(test)]
@@ -285,5 +313,33 @@ mod tests {
 
         let _ = stop.send(());
         server.await.expect("join").expect("run");
+    }
+
+    /// An HTTP/2 client that sends its preface and SETTINGS and then nothing is closed
+    /// after the idle limit, as a silent HTTP/1 one is (it used to stay open for good).
+    #[tokio::test]
+    async fn an_idle_http2_connection_is_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = Config::default_for(addr);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(crate::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        // Prior-knowledge h2c: the preface, then an empty SETTINGS frame.
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .expect("preface");
+        let started = tokio::time::Instant::now();
+        let mut sink = Vec::new();
+        // The server's SETTINGS, its ack, a GOAWAY, then EOF; bounded well past the limit.
+        let read =
+            tokio::time::timeout(super::IDLE_TIMEOUT * 3, stream.read_to_end(&mut sink)).await;
+        assert!(read.is_ok(), "still open after {:?}", started.elapsed());
+        assert!(!sink.is_empty(), "the server spoke HTTP/2 first");
+        let _ = stop.send(());
+        let _ = server.await;
     }
 }
