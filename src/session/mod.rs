@@ -408,6 +408,7 @@ impl Session {
         // Released before the peer is told, so that a peer reacting to the `leave` already
         // finds the name free (with Redis, release is a round trip of its own).
         self.ctx.registry.release(&user.name, &user.mailbox).await;
+        self.bounce_unread(&user).await;
         if let Some(peer) = user.call.peer().cloned() {
             self.set_call(&mut user, Call::Idle);
             if tell_peer {
@@ -417,6 +418,28 @@ impl Session {
         }
         self.ctx.registry.announce(&user.name, false).await;
         info!(id = self.id, name = %shown(&user.name), ?end, "logged out");
+    }
+
+    /// Tells the senders of what arrived after our last read (an offer landing as the
+    /// connection drops) that it was not delivered, as it would be told had it come a
+    /// moment later: nothing is lost silently. The call peer learns from our `leave`
+    /// instead, and a `leave` needs no answer. Runs after the name is released, so
+    /// nothing more arrives.
+    async fn bounce_unread(&self, user: &User) {
+        let peer = user.call.peer();
+        while let Ok(event) = user.inbox.try_recv() {
+            if let Event::Signal { from, kind, .. } = *event
+                && kind != protocol::SignalKind::Leave
+                && Some(&from) != peer
+            {
+                let bounce = Event::Bounce {
+                    from: user.name.clone(),
+                    code: ErrorCode::NotOnline,
+                    request: kind,
+                };
+                let _ = self.ctx.registry.send(&from, bounce).await;
+            }
+        }
     }
 
     /// Whether the rate limit lets a message through; tells the client when it does not.

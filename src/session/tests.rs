@@ -296,3 +296,49 @@ async fn a_pong_flood_is_rate_limited_and_closed() {
     assert_eq!(frame.code, close_code::POLICY);
     assert_eq!(frame.reason.as_str(), "rate limit exceeded");
 }
+
+/// An offer that lands in a mailbox whose session is ending (here: kicked as a slow
+/// consumer before it read the offer) is answered with `not-online` to its sender, not
+/// dropped silently.
+#[tokio::test(start_paused = true)]
+async fn an_offer_unread_when_the_session_ends_is_bounced_to_its_sender() {
+    let ctx = context_with(|c| {
+        c.rate_limit = 0.0;
+        c.queue_capacity = 2;
+    });
+    let mut a = logged_in(&ctx, 1, "caller").await;
+    let _b = logged_in(&ctx, 2, "callee").await;
+    let _ = a.json().await; // presence: callee came online
+    let (caller, callee) = (
+        Name::parse("caller").expect("name"),
+        Name::parse("callee").expect("name"),
+    );
+    // Without yielding, so the callee's session reads none of it: the offer, a notice
+    // that fills the mailbox, and one more, which kicks the callee.
+    let offer = Event::Signal {
+        from: caller.clone(),
+        kind: protocol::SignalKind::Offer,
+        reason: None,
+        frame: "{\"type\":\"offer\",\"offer\":{},\"name\":\"caller\"}".into(),
+    };
+    assert!(ctx.registry.send(&callee, offer).await.is_ok());
+    let notice = || Event::Notice("{\"type\":\"presence\"}".into());
+    assert!(ctx.registry.send(&callee, notice()).await.is_ok());
+    assert!(
+        ctx.registry.send(&callee, notice()).await.is_err(),
+        "full: kicked"
+    );
+    let error = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let m = a.json().await;
+            if m["type"] == "error" {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("the caller is told");
+    assert_eq!(error["code"], "not-online");
+    assert_eq!(error["request"], "offer");
+    assert_eq!(error["name"], "callee");
+}
