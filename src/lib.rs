@@ -19,7 +19,7 @@
 //!   `relay` (guarded relay sockets, bandwidth cap), `tcp` (TURN over TCP), and `filter`
 //!   (the one `Conn` wrapper the gate and the relay guard plug into).
 //! - [`tls`]: HTTPS/WSS: certificate files or a stored self-signed certificate.
-//! - [`acme`]: automatic certificates (`--acme-domain`) through TLS-ALPN-01.
+//! - [`acme`]: automatic certificates (`--acme-domain`) through TLS-ALPN-01 (or HTTP-01).
 //! - [`tls_reload`]: the certificate in use, reloaded on SIGHUP and when its files change.
 //! - [`server`]: the accept loop and one TCP connection's life (first-byte and TLS
 //!   handshake deadlines, HTTP serving, graceful shutdown).
@@ -146,6 +146,11 @@ pub async fn run(
         }
     }
     let connections = TaskTracker::new();
+    let http01 = tls
+        .as_ref()
+        .and_then(|tls| tls.acme.as_ref())
+        .filter(|acme| acme.challenge == tls::AcmeChallenge::Http01)
+        .map(|acme| acme.resolver.clone());
     if let Some(redirect_addr) = redirect_listen {
         let redirect_listener = bind(redirect_addr)
             .map_err(|e| startup::cannot_listen(redirect_addr, "--http-redirect-listen", &e))?;
@@ -153,6 +158,7 @@ pub async fn run(
         connections.spawn(redirect::serve(
             redirect_listener,
             local.port(),
+            http01,
             connections.clone(),
             cancel.clone(),
         ));

@@ -144,7 +144,7 @@ async fn serve_connection(stream: TcpStream, addr: SocketAddr, shared: Shared) {
             };
             match peeked {
                 Ok(Ok(1)) if !redirect::is_tls(first[0]) => {
-                    return redirect::answer(stream, addr, None).await;
+                    return redirect::answer(stream, addr, None, None).await;
                 }
                 Ok(Ok(1)) => {}
                 _ => {

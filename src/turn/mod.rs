@@ -309,7 +309,7 @@ pub async fn start(config: TurnConfig, shutdown: CancellationToken) -> anyhow::R
 
     let udp = UdpSocket::bind(config.listen_udp)
         .await
-        .with_context(|| format!("binding TURN UDP {}", config.listen_udp))?;
+        .map_err(|e| crate::startup::cannot_listen(config.listen_udp, "--turn-listen", &e))?;
     let udp_addr = udp.local_addr()?;
     let mut conns: Vec<Arc<dyn Conn + Send + Sync>> = vec![Arc::new(udp)];
 
@@ -317,7 +317,7 @@ pub async fn start(config: TurnConfig, shutdown: CancellationToken) -> anyhow::R
     if let Some(addr) = config.listen_tcp {
         let listener = TcpListener::bind(addr)
             .await
-            .with_context(|| format!("binding TURN TCP {addr}"))?;
+            .map_err(|e| crate::startup::cannot_listen(addr, "--turn-listen-tcp", &e))?;
         tcp_addr = Some(listener.local_addr()?);
         conns.push(TcpMux::spawn(listener, shutdown.child_token())?);
     }
