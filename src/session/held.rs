@@ -44,7 +44,11 @@ impl Session {
             | End::SlowConsumer
             | End::WriteTimeout
             | End::PongTimeout => true,
-            End::RateLimited | End::TooBig | End::Replaced => false,
+            End::RateLimited
+            | End::TooBig
+            | End::ProtocolError
+            | End::InvalidUtf8
+            | End::Replaced => false,
         };
         eligible
             && self.seat.is_some()

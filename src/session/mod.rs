@@ -62,6 +62,8 @@ pub struct Context {
 /// WebSocket close codes the server uses (RFC 6455 section 7.4.1).
 mod close_code {
     pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const INVALID_DATA: u16 = 1007;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const TRY_AGAIN_LATER: u16 = 1013;
@@ -88,6 +90,11 @@ enum End {
     PongTimeout,
     RateLimited,
     TooBig,
+    /// The client broke the WebSocket protocol (RFC 6455: reserved bits, unmasked or
+    /// fragmented control frames, unknown opcodes...).
+    ProtocolError,
+    /// A text message that is not UTF-8.
+    InvalidUtf8,
     /// A login with this session's resume token took it over on another connection.
     Replaced,
 }
@@ -101,6 +108,8 @@ impl End {
             End::PongTimeout => (close_code::POLICY, "no pong received"),
             End::RateLimited => (close_code::POLICY, "rate limit exceeded"),
             End::TooBig => (close_code::TOO_BIG, "message too big"),
+            End::ProtocolError => (close_code::PROTOCOL_ERROR, "websocket protocol error"),
+            End::InvalidUtf8 => (close_code::INVALID_DATA, "text message is not UTF-8"),
             End::Replaced => (close_code::REPLACED, "resumed on another connection"),
             End::ClientClosed | End::SocketError | End::WriteTimeout => return None,
         };
@@ -268,11 +277,9 @@ impl Session {
                         }
                         None => break End::ClientClosed,
                         Some(Err(e)) => {
-                            if is_too_big(&e) {
-                                break End::TooBig;
-                            }
-                            debug!(id = self.id, error = %e, "websocket read failed");
-                            break End::SocketError;
+                            let end = read_error_end(&e);
+                            debug!(id = self.id, error = %e, ?end, "websocket read failed");
+                            break end;
                         }
                     }
                 }
@@ -476,16 +483,25 @@ async fn recv(user: &Option<User>) -> Option<Box<Event>> {
     }
 }
 
-/// Whether a read error means the client sent a frame over the size limit.
-fn is_too_big(e: &(dyn StdError + 'static)) -> bool {
+/// Why a read error ends the session: a frame over the size limit, a broken frame or
+/// invalid text (each answered with its close code), or the connection itself failing.
+fn read_error_end(e: &(dyn StdError + 'static)) -> End {
     let mut source = Some(e);
     while let Some(err) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = err.downcast_ref::<tungstenite::Error>() {
-            return true;
+        match err.downcast_ref::<tungstenite::Error>() {
+            Some(tungstenite::Error::Capacity(_)) => return End::TooBig,
+            // The connection ending without a close frame: a network drop, not a broken
+            // client (and, for a resumable login, a reason to hold its name).
+            Some(tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            )) => return End::SocketError,
+            Some(tungstenite::Error::Protocol(_)) => return End::ProtocolError,
+            Some(tungstenite::Error::Utf8(_)) => return End::InvalidUtf8,
+            _ => {}
         }
         source = err.source();
     }
-    false
+    End::SocketError
 }
 
 #[cfg(test)]
