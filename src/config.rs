@@ -222,7 +222,7 @@ pub struct Config {
     pub max_message_size: usize,
 
     /// Sustained messages per second allowed per connection (token bucket); 0 turns the
-    /// rate limit off.
+    /// rate limit off, and with it the limits on calls started and rung (docs/protocol.md).
     #[arg(
         long,
         env = "DUET_RATE_LIMIT",

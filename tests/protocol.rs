@@ -440,3 +440,68 @@ async fn broken_frames_get_their_close_codes() {
     let mut a = Client::connect(&server.url("/ws")).await;
     assert_eq!(a.login("after-broken-frames").await["success"], true);
 }
+
+/// One call attempt from `caller` to `callee_name` that is hung up before it is answered:
+/// the callee rings and hears the hang-up.
+async fn ring_and_hang_up(caller: &mut Client, callee: &mut Client, callee_name: &str) {
+    caller
+        .send(json!({"type": "offer", "name": callee_name, "offer": offer_payload()}))
+        .await;
+    callee.recv_type("offer").await;
+    caller
+        .send(json!({"type": "leave", "name": callee_name}))
+        .await;
+    callee.recv_type("leave").await;
+}
+
+/// Ring-bombing (issue 15 finding 6): a connection may start 10 calls at once, then one
+/// every 6 s; the next is refused to the caller with `rate-limited` and does not ring.
+/// Renegotiation within a call is not counted.
+#[tokio::test]
+async fn a_caller_cannot_start_calls_without_end() {
+    let server = Server::start(|c| c.rate_limit = 1000.0).await;
+    let mut alice = Client::connect(&server.url("/ws")).await;
+    let mut bob = Client::connect(&server.url("/ws")).await;
+    alice.login("bomb-alice").await;
+    bob.login("bomb-bob").await;
+    for _ in 0..10 {
+        ring_and_hang_up(&mut alice, &mut bob, "bomb-bob").await;
+    }
+    alice
+        .send(json!({"type": "offer", "name": "bomb-bob", "offer": offer_payload()}))
+        .await;
+    let refused = alice.recv_type("error").await;
+    assert_eq!(refused["code"], "rate-limited", "{refused}");
+    assert_eq!(refused["request"], "offer", "{refused}");
+    assert_eq!(refused["name"], "bomb-bob", "{refused}");
+    bob.silent_for(Duration::from_millis(300)).await;
+}
+
+/// A target rings for at most 20 new calls at once from all callers together, then one
+/// every 3 s; the next caller gets `rate-limited` naming the target, and its attempt is over
+/// (it may call someone else at once).
+#[tokio::test]
+async fn a_target_is_not_rung_without_end() {
+    let server = Server::start(|c| c.rate_limit = 1000.0).await;
+    let mut bob = Client::connect(&server.url("/ws")).await;
+    bob.login("target-bob").await;
+    let mut callers = Vec::new();
+    for i in 0..3 {
+        let mut caller = Client::connect(&server.url("/ws")).await;
+        caller.login(&format!("target-caller-{i}")).await;
+        callers.push(caller);
+    }
+    for round in 0..20 {
+        ring_and_hang_up(&mut callers[round % 3], &mut bob, "target-bob").await;
+    }
+    let last = &mut callers[2];
+    last.send(json!({"type": "offer", "name": "target-bob", "offer": offer_payload()}))
+        .await;
+    let refused = last.recv_type("error").await;
+    assert_eq!(refused["code"], "rate-limited", "{refused}");
+    assert_eq!(refused["name"], "target-bob", "{refused}");
+    bob.silent_for(Duration::from_millis(300)).await;
+    // The refused attempt is over on the caller's side: it can call someone else.
+    let (first, rest) = callers.split_at_mut(1);
+    ring_and_hang_up(&mut rest[1], &mut first[0], "target-caller-0").await;
+}

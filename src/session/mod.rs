@@ -37,7 +37,7 @@ use tracing::{debug, info};
 
 use self::call::Call;
 use self::held::{Held, taken_over};
-use self::limits::{RateLimit, Verdict};
+use self::limits::{CallLimits, RateLimit, Verdict};
 use self::resume::{Resume, Seat};
 use self::user::User;
 use crate::config::Config;
@@ -127,6 +127,8 @@ struct Session {
     /// Set by a successful login.
     user: Option<User>,
     rate: RateLimit,
+    /// How many calls this connection may start and be rung for.
+    calls: CallLimits,
     /// Frames to write to the client once the current input is handled.
     out: Vec<Message>,
     /// Set when the session must end after `out` is written.
@@ -161,6 +163,7 @@ where
     info!(id, addr = %shown(addr), "connected");
     let session = Session {
         rate: RateLimit::new(ctx.config.rate_limit, ctx.config.rate_burst, Instant::now()),
+        calls: CallLimits::new(ctx.config.rate_limit > 0.0, Instant::now()),
         id,
         user: None,
         out: Vec::new(),
