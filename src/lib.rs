@@ -5,7 +5,7 @@
 //! - [`protocol`]: wire messages, parsing, validation, error codes.
 //! - [`session`]: one WebSocket connection: the driver (socket, timers, keepalive, close),
 //!   [`session::call`] (the call rules as plain functions), carrying them out for a
-//!   logged-in user, the rate limit, and resume: [`session::resume`] (tokens, and the
+//!   logged-in user, the rate limit and the limits on calls, and resume: [`session::resume`] (tokens, and the
 //!   seats a resuming login takes a session over by) and `held` (a dropped resumable
 //!   session holding its name for `--resume-window`).
 //! - [`registry`]: who is online and how to reach them ([`registry::memory`], or
@@ -16,8 +16,11 @@
 //!   checks with) and the REST credentials minted from it.
 //! - [`turn`]: the embedded TURN server (`--turn-server`): config and start in `mod.rs`,
 //!   `auth`, `policy` (allowed peers), `gate` (refusals before the crate sees a request),
-//!   `relay` (guarded relay sockets, bandwidth cap), `tcp` (TURN over TCP), and `filter`
-//!   (the one `Conn` wrapper the gate and the relay guard plug into).
+//!   `relay` (guarded relay sockets, bandwidth cap), `tcp` (TURN over TCP), `limit`
+//!   (answers to unauthenticated requests), and `filter` (the one `Conn` wrapper the
+//!   gate and the relay guard plug into).
+//! - [`source_limit`]: budgets per client address in constant memory (unauthenticated
+//!   TURN requests, logins).
 //! - [`tls`]: HTTPS/WSS: certificate files or a stored self-signed certificate.
 //! - [`acme`]: automatic certificates (`--acme-domain`) through TLS-ALPN-01 (or HTTP-01).
 //! - [`tls_reload`]: the certificate in use, reloaded on SIGHUP and when its files change.
@@ -49,6 +52,7 @@ pub mod redirect;
 pub mod registry;
 pub mod server;
 pub mod session;
+pub mod source_limit;
 pub mod startup;
 pub mod tls;
 pub mod tls_reload;
@@ -124,6 +128,7 @@ pub async fn run(
         ice,
         shutdown: cancel.clone(),
         resume,
+        logins: session::login_limiter(),
     });
     let state = AppState {
         ctx,

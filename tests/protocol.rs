@@ -505,3 +505,51 @@ async fn a_target_is_not_rung_without_end() {
     let (first, rest) = callers.split_at_mut(1);
     ring_and_hang_up(&mut rest[1], &mut first[0], "target-caller-0").await;
 }
+
+/// Logins per client address (issue 15 finding 7): 60 at once, then two a second; the
+/// next login gets `rate-limited` (and may be retried), while another address is not
+/// affected.
+#[tokio::test]
+async fn logins_are_limited_per_address() {
+    use futures_util::StreamExt as _;
+    let server = Server::start(|c| c.rate_limit = 1000.0).await;
+    let started = std::time::Instant::now();
+    let mut clients = Vec::new();
+    // Until the first refusal: 60, plus what refilled meanwhile (two a second).
+    let refused = loop {
+        let mut c = Client::connect(&server.url("/ws")).await;
+        let reply = c.login(&format!("many-{}", clients.len())).await;
+        if reply["success"] != true {
+            break reply;
+        }
+        clients.push(c);
+        assert!(clients.len() < 300, "no login refused");
+    };
+    assert_eq!(refused["code"], "rate-limited", "{refused}");
+    let refilled = (started.elapsed().as_secs_f64() * 2.0).ceil() as usize;
+    assert!(
+        (60..=60 + refilled).contains(&clients.len()),
+        "{} logins before the refusal, {refilled} refilled",
+        clients.len()
+    );
+
+    // From 127.0.0.2, another source, the same server takes a login at once.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.2:0".parse().expect("addr"))
+        .expect("bind 127.0.0.2");
+    let stream = socket.connect(server.addr).await.expect("connect");
+    let (mut ws, _) = tokio_tungstenite::client_async(server.url("/ws"), stream)
+        .await
+        .expect("upgrade");
+    ws.send(Message::text(r#"{"type":"login","name":"other-address"}"#))
+        .await
+        .expect("send");
+    let reply = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("reply in time");
+    assert!(
+        matches!(reply, Some(Ok(Message::Text(ref t))) if t.contains("\"success\":true")),
+        "{reply:?}"
+    );
+}

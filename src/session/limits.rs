@@ -58,6 +58,13 @@ impl RateLimit {
     }
 }
 
+/// Logins from one client address (an IPv4 address or an IPv6 /64): 60 at once (an
+/// office behind one NAT signing in after a restart), then two a second. Each login and
+/// logout is a presence update to everyone online, so one client churning logins could
+/// otherwise flood every user (issue 15 finding 7).
+pub const LOGINS_PER_SECOND: f64 = 2.0;
+pub const LOGINS_BURST: f64 = 60.0;
+
 /// Calls a connection may start: 10 at once, then one every 6 s (10 a minute). Nobody
 /// dials ten people within a minute by hand; a script re-offering a victim does.
 const CALLS_BURST: u32 = 10;

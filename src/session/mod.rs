@@ -22,7 +22,7 @@ pub mod resume;
 mod user;
 
 use std::error::Error as StdError;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -46,6 +46,7 @@ use crate::logging::shown;
 use crate::metrics::{ConnectionPermit, Metrics};
 use crate::protocol::{self, ErrorCode, LeaveReason};
 use crate::registry::{Event, Registry};
+use crate::source_limit::SourceLimiter;
 
 /// What every session shares.
 pub struct Context {
@@ -57,6 +58,13 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// The resume key and this node's resumable sessions.
     pub resume: Resume,
+    /// Logins per client address ([`login_limiter`]).
+    pub logins: SourceLimiter,
+}
+
+/// The per-address login budget for [`Context::logins`].
+pub fn login_limiter() -> SourceLimiter {
+    SourceLimiter::new(limits::LOGINS_PER_SECOND, limits::LOGINS_BURST)
 }
 
 /// WebSocket close codes the server uses (RFC 6455 section 7.4.1).
@@ -129,6 +137,8 @@ struct Session {
     rate: RateLimit,
     /// How many calls this connection may start and be rung for.
     calls: CallLimits,
+    /// The client's address, whose login budget a login spends.
+    ip: IpAddr,
     /// Frames to write to the client once the current input is handled.
     out: Vec<Message>,
     /// Set when the session must end after `out` is written.
@@ -164,6 +174,7 @@ where
     let session = Session {
         rate: RateLimit::new(ctx.config.rate_limit, ctx.config.rate_burst, Instant::now()),
         calls: CallLimits::new(ctx.config.rate_limit > 0.0, Instant::now()),
+        ip: addr.ip(),
         id,
         user: None,
         out: Vec::new(),

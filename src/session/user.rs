@@ -105,6 +105,14 @@ impl Session {
                 return;
             }
         };
+        if self.ctx.config.rate_limit > 0.0 && !self.ctx.logins.allow(self.ip) {
+            info!(id = self.id, addr = %shown(self.ip), "login refused: too many logins from this address");
+            self.login_failed(
+                ErrorCode::RateLimited,
+                "Too many sign-ins from your network in a short time; try again in a few seconds.",
+            );
+            return;
+        }
         let window = self.ctx.config.resume_window;
         // With resume off, a token and `resume` are ignored: today's login, exactly.
         let resumable = !window.is_zero() && (resume || token.is_some());
