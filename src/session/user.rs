@@ -65,7 +65,8 @@ impl Session {
                     name,
                     token,
                     resume,
-                } => self.login(name, token.as_deref(), resume).await,
+                    call,
+                } => self.login(name, token.as_deref(), resume, call).await,
                 Request::Relay { kind, .. } => self.not_logged_in(kind),
                 Request::Leave { .. } => self.not_logged_in(SignalKind::Leave),
             }
@@ -97,7 +98,13 @@ impl Session {
         );
     }
 
-    async fn login(&mut self, name: Result<Name, NameError>, token: Option<&str>, resume: bool) {
+    async fn login(
+        &mut self,
+        name: Result<Name, NameError>,
+        token: Option<&str>,
+        resume: bool,
+        _call: Option<Name>,
+    ) {
         let name = match name {
             Ok(name) => name,
             Err(e) => {
