@@ -112,6 +112,8 @@ impl Session {
                 () = &mut timer => {
                     let now = Instant::now();
                     if now >= deadline {
+                        self.ctx.metrics.resumes_expired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        info!(id = self.id, name = %shown(&user_name(&self.user)), "resume window over; name freed");
                         return Held::Over { tell_peer: true };
                     }
                     Box::pin(self.check_ring_timeout(now)).await;
@@ -215,6 +217,12 @@ impl Session {
             }
         }
     }
+}
+
+fn user_name(user: &Option<User>) -> String {
+    user.as_ref()
+        .map(|u| u.name.to_string())
+        .unwrap_or_default()
 }
 
 /// Waits for a takeover of our seat, or forever without one.

@@ -117,9 +117,11 @@ impl Session {
         let resumable = !window.is_zero() && (resume || token.is_some());
         let (mailbox, inbox) = Mailbox::new(self.ctx.config.queue_capacity, self.kick.clone());
         if let Some(token) = token.filter(|_| resumable) {
+            self.ctx.metrics.resume_attempts.fetch_add(1, Relaxed);
             match self.ctx.resume.take(&name, token, &mailbox) {
                 Take::NotHeld => {}
                 Take::Refused(why) => {
+                    self.ctx.metrics.resumes_refused.fetch_add(1, Relaxed);
                     info!(id = self.id, name = %shown(&name), %why, "resume refused");
                     let message = format!(
                         "The resume token cannot take back \"{name}\": {why}. The name stays \
@@ -215,6 +217,7 @@ impl Session {
         handover: Handover,
         call: Option<Name>,
     ) {
+        self.ctx.metrics.resumes.fetch_add(1, Relaxed);
         let token = self.take_seat(&name);
         let reply = ResumeReply {
             token: Some(&token),
