@@ -43,7 +43,8 @@ impl Session {
             | End::Shutdown
             | End::SlowConsumer
             | End::WriteTimeout
-            | End::PongTimeout => true,
+            | End::PongTimeout
+            | End::Restarted => true,
             End::RateLimited
             | End::TooBig
             | End::ProtocolError
@@ -63,6 +64,7 @@ impl Session {
             return Held::Over { tell_peer: true };
         };
         self.ctx.resume.hold(&user.name, seat);
+        self.held = true;
         let window = self.ctx.config.resume_window;
         info!(id = self.id, name = %shown(&user.name), ?end, ?window, "connection lost; name held");
         if let Some(peer) = user.call.peer() {
@@ -114,6 +116,8 @@ impl Session {
                 () = &mut timer => {
                     let now = Instant::now();
                     if now >= deadline {
+                        self.ctx.metrics.resumes_expired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        info!(id = self.id, name = %shown(&user_name(&self.user)), "resume window over; name freed");
                         return Held::Over { tell_peer: true };
                     }
                     Box::pin(self.check_ring_timeout(now)).await;
@@ -160,6 +164,7 @@ impl Session {
         let handover = Handover {
             call: user.call.clone(),
             frames,
+            restored: self.restored,
         };
         if takeover.reply.send(handover).is_err() {
             warn!(id = self.id, name = %shown(&user.name), "the resuming connection went away");
@@ -177,13 +182,15 @@ impl Session {
             Event::Notice(frame) | Event::Signal { frame, .. } => frame.len(),
             // An error frame for our client.
             Event::Bounce { .. } => 256,
+            // A `resumed` notice for our client, which always fits: it restores a call.
+            Event::Rejoin { .. } => 0,
         };
         let is_leave = matches!(
             event,
             Event::Signal {
                 kind: SignalKind::Leave,
                 ..
-            }
+            } | Event::Rejoin { .. }
         );
         let kept: usize = self
             .out
@@ -214,6 +221,12 @@ impl Session {
             }
         }
     }
+}
+
+fn user_name(user: &Option<User>) -> String {
+    user.as_ref()
+        .map(|u| u.name.to_string())
+        .unwrap_or_default()
 }
 
 /// Waits for a takeover of our seat, or forever without one.

@@ -65,7 +65,8 @@ impl Session {
                     name,
                     token,
                     resume,
-                } => self.login(name, token.as_deref(), resume).await,
+                    call,
+                } => self.login(name, token.as_deref(), resume, call).await,
                 Request::Relay { kind, .. } => self.not_logged_in(kind),
                 Request::Leave { .. } => self.not_logged_in(SignalKind::Leave),
             }
@@ -97,7 +98,13 @@ impl Session {
         );
     }
 
-    async fn login(&mut self, name: Result<Name, NameError>, token: Option<&str>, resume: bool) {
+    async fn login(
+        &mut self,
+        name: Result<Name, NameError>,
+        token: Option<&str>,
+        resume: bool,
+        call: Option<Name>,
+    ) {
         let name = match name {
             Ok(name) => name,
             Err(e) => {
@@ -118,9 +125,11 @@ impl Session {
         let resumable = !window.is_zero() && (resume || token.is_some());
         let (mailbox, inbox) = Mailbox::new(self.ctx.config.queue_capacity, self.kick.clone());
         if let Some(token) = token.filter(|_| resumable) {
+            self.ctx.metrics.resume_attempts.fetch_add(1, Relaxed);
             match self.ctx.resume.take(&name, token, &mailbox) {
                 Take::NotHeld => {}
                 Take::Refused(why) => {
+                    self.ctx.metrics.resumes_refused.fetch_add(1, Relaxed);
                     info!(id = self.id, name = %shown(&name), %why, "resume refused");
                     let message = format!(
                         "The resume token cannot take back \"{name}\": {why}. The name stays \
@@ -135,7 +144,7 @@ impl Session {
                     // An owner that cannot hand over (its name was no longer its own)
                     // drops the answer: then this is a normal login.
                     if let Ok(handover) = answer.await {
-                        self.resumed(name, mailbox, inbox, handover).await;
+                        self.resumed(name, mailbox, inbox, handover, call).await;
                         return;
                     }
                 }
@@ -206,7 +215,17 @@ impl Session {
 
     /// A login that took back a held (or still connected) session of `name`: the reply,
     /// then the frames the old session kept, in order; the call peer hears we are back.
-    async fn resumed(&mut self, name: Name, mailbox: Mailbox, inbox: Inbox, handover: Handover) {
+    /// `call` is the call the client names, which decides when the server did not know
+    /// the call (the session was held from the table after a restart).
+    async fn resumed(
+        &mut self,
+        name: Name,
+        mailbox: Mailbox,
+        inbox: Inbox,
+        handover: Handover,
+        call: Option<Name>,
+    ) {
+        self.ctx.metrics.resumes.fetch_add(1, Relaxed);
         let token = self.take_seat(&name);
         let reply = ResumeReply {
             token: Some(&token),
@@ -214,14 +233,16 @@ impl Session {
         };
         self.login_reply(&name, reply).await;
         self.out.extend(handover.frames);
-        let user = User {
+        let mut user = User {
             json: protocol::json_string(name.as_str()),
             name,
             mailbox,
             inbox,
             call: handover.call,
         };
-        if let Some(peer) = user.call.peer() {
+        if handover.restored {
+            self.settle_call(&mut user, call).await;
+        } else if let Some(peer) = user.call.peer() {
             let frame = protocol::resumed_frame(&user.json);
             let _ = self
                 .ctx
@@ -382,6 +403,7 @@ impl Session {
     pub(super) async fn on_event(&mut self, user: &mut User, event: Event) {
         match event {
             Event::Notice(frame) => self.out.push(Message::Text(frame)),
+            Event::Rejoin { from } => self.on_rejoin(user, from).await,
             Event::Bounce {
                 from,
                 code,
