@@ -18,16 +18,17 @@
 //!   checks with) and the REST credentials minted from it.
 //! - [`turn`]: the embedded TURN server (`--turn-server`): config and start in `mod.rs`,
 //!   `auth`, `policy` (allowed peers), `gate` (refusals before the crate sees a request),
-//!   `relay` (guarded relay sockets, bandwidth cap), `tcp` (TURN over TCP), `limit`
-//!   (answers to unauthenticated requests), and `filter` (the one `Conn` wrapper the
-//!   gate and the relay guard plug into).
+//!   `relay` (guarded relay sockets, bandwidth cap), `tcp` (TURN over TCP and TLS, from
+//!   its own port or duet's), `limit` (answers to unauthenticated requests), and
+//!   `filter` (the one `Conn` wrapper the gate and the relay guard plug into).
 //! - [`source_limit`]: budgets per client address in constant memory (unauthenticated
 //!   TURN requests, logins).
 //! - [`tls`]: HTTPS/WSS: certificate files or a stored self-signed certificate.
 //! - [`acme`]: automatic certificates (`--acme-domain`) through TLS-ALPN-01 (or HTTP-01).
 //! - [`tls_reload`]: the certificate in use, reloaded on SIGHUP and when its files change.
 //! - [`server`]: the accept loop and one TCP connection's life (first-byte and TLS
-//!   handshake deadlines, HTTP serving, graceful shutdown).
+//!   handshake deadlines, HTTP serving, graceful shutdown); [`server::demux`] tells TURN
+//!   clients from HTTP ones on the same port and hands them to the TURN server.
 //! - [`redirect`]: plain HTTP on the HTTPS port (or `--http-redirect-listen`) answered
 //!   with a redirect to https.
 //! - [`http`]: routes: web client, WebSocket, health, metrics.
@@ -114,8 +115,12 @@ pub async fn run(
         );
     }
     let turn_shutdown = CancellationToken::new();
+    let http_port = turn::HttpPort {
+        addr: listener.local_addr()?,
+        tls: tls.is_some(),
+    };
     let (ice, turn) =
-        turn::start_embedded(&config.ice, &config.turn, turn_shutdown.clone()).await?;
+        turn::start_embedded(&config.ice, &config.turn, http_port, turn_shutdown.clone()).await?;
     let registry = registry_for(&config).await?;
     let grace = config.shutdown_grace;
     let self_signed = config.tls.tls_self_signed;
@@ -203,10 +208,14 @@ pub async fn run(
             cancel.clone(),
         ));
     }
-    let (acceptor, reloader, acme) = match tls {
+    let (mut acceptor, reloader, acme) = match tls {
         Some(tls) => (Some(tls.acceptor), tls.reloader, tls.acme),
         None => (None, None, None),
     };
+    if turn.is_some() {
+        // TURN clients that say so in the handshake (RFC 7443) get their ALPN accepted.
+        acceptor = acceptor.map(|a| tls::with_alpn(&a, server::demux::TURN_ALPN));
+    }
     connections.spawn(tls_reload::watch(reloader, cancel.clone()));
     if let Some(acme) = acme {
         connections.spawn(acme.drive(cancel.clone()));
@@ -215,6 +224,7 @@ pub async fn run(
         listener,
         http::router(state),
         acceptor,
+        turn.as_ref().map(|t| t.tcp_intake.clone()),
         &connections,
         &cancel,
         shutdown,

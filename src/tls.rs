@@ -275,6 +275,15 @@ fn server_config_for(current: Arc<CurrentCert>) -> anyhow::Result<ServerConfig> 
     Ok(config)
 }
 
+/// The same acceptor, also accepting ALPN protocol `proto`, in first place: the server's
+/// order decides, and a TURN client offering `stun.turn` and `http/1.1` (coturn's does)
+/// must get `stun.turn`. Browsers never offer it, so they still get `h2` or `http/1.1`.
+pub fn with_alpn(acceptor: &TlsAcceptor, proto: &[u8]) -> TlsAcceptor {
+    let mut config = ServerConfig::clone(acceptor.config());
+    config.alpn_protocols.insert(0, proto.to_vec());
+    TlsAcceptor::from(Arc::new(config))
+}
+
 /// Reads a PEM chain and its private key, checks that they belong together, and returns
 /// them ready for rustls with the leaf's fingerprint. Errors name the file.
 pub fn certified_key(
