@@ -81,7 +81,7 @@ impl SourceLimiter {
 
 /// What counts as one source: an IPv4 address, or an IPv6 /64 (one subscriber's
 /// prefix: one host can pick any address in it).
-fn source_key(ip: IpAddr) -> u128 {
+pub fn source_key(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(v4) => u128::from(u32::from(v4)),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -14,14 +14,25 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use webrtc_util::Conn;
 
+use crate::source_limit::source_key;
+
 /// Largest datagram the crate's read loop accepts (`INBOUND_MTU` upstream);
 /// longer TCP frames could only be truncated, so they are skipped.
 const MAX_FRAME: usize = 1500;
 /// TCP clients at once; each costs two tasks and a file descriptor.
 const MAX_TCP_CONNECTIONS: usize = 1024;
+/// TCP clients at once from one address (an IPv4 address or an IPv6 /64). A browser
+/// opens at most four per call (TCP and TLS, twice before BUNDLE settles), so this fits
+/// a NAT full of callers (and a test machine whose browsers all share 127.0.0.1), while one
+/// host cannot take the whole [`MAX_TCP_CONNECTIONS`]
+/// (issue 15 finding 8: 1,024 idle connections from one host filled it for 120 s).
+const MAX_TCP_PER_ADDRESS: u32 = 64;
 /// A TURN client refreshes its allocation and ICE sends consent checks every
 /// few seconds, so a TCP connection silent this long is dead or hostile.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A TURN client speaks first (its Allocate, or a Binding request) at once: a connection
+/// that sends nothing for this long after it opened is closed.
+const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// All TURN-over-TCP clients presented to the crate as one packet
 /// connection: `recv_from` yields whole STUN/ChannelData frames tagged with
@@ -46,6 +57,43 @@ pub struct TcpMux {
 /// entry when it ends.
 type Peers = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
 
+/// Open connections by source ([`source_key`]); entries go when their count is 0.
+type PerSource = Arc<Mutex<HashMap<u128, u32>>>;
+
+/// A place under [`MAX_TCP_PER_ADDRESS`], given back when dropped.
+struct SourcePlace {
+    per_source: PerSource,
+    key: u128,
+}
+
+impl SourcePlace {
+    fn take(per_source: &PerSource, ip: std::net::IpAddr) -> Option<SourcePlace> {
+        let key = source_key(ip);
+        let mut counts = lock(per_source);
+        let count = counts.entry(key).or_insert(0);
+        if *count >= MAX_TCP_PER_ADDRESS {
+            return None;
+        }
+        *count += 1;
+        Some(SourcePlace {
+            per_source: per_source.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for SourcePlace {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.per_source);
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// Hands byte streams (a TCP connection, or a TLS session over one) to the TURN server's
 /// TCP path. Cheap to clone; every clone feeds the same [`TcpMux`].
 #[derive(Clone)]
@@ -54,6 +102,8 @@ pub struct TcpIntake {
     peers: Peers,
     /// [`MAX_TCP_CONNECTIONS`] places, shared by both sources of clients.
     slots: Arc<Semaphore>,
+    /// Connections per source ([`MAX_TCP_PER_ADDRESS`]).
+    per_source: PerSource,
     /// The TURN server's shutdown.
     cancel: CancellationToken,
 }
@@ -69,6 +119,10 @@ impl TcpIntake {
         if self.cancel.is_cancelled() {
             return false;
         }
+        let Some(place) = SourcePlace::take(&self.per_source, addr.ip()) else {
+            tracing::info!(%addr, "TURN TCP: too many connections from this address");
+            return false;
+        };
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             tracing::warn!(%addr, "TURN TCP: too many connections");
             return false;
@@ -91,7 +145,7 @@ impl TcpIntake {
             out_rx,
             self.peers.clone(),
             self.cancel.clone(),
-            permit,
+            (permit, place),
         ));
         true
     }
@@ -113,6 +167,7 @@ impl TcpMux {
             inbound: in_tx,
             peers,
             slots: Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS)),
+            per_source: PerSource::default(),
             cancel,
         };
         (mux, intake)
@@ -155,15 +210,16 @@ async fn serve_tcp<S>(
     mut outbound: mpsc::Receiver<Vec<u8>>,
     peers: Peers,
     cancel: CancellationToken,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _places: (tokio::sync::OwnedSemaphorePermit, SourcePlace),
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let reader = async {
         let mut frame = Vec::with_capacity(MAX_FRAME);
+        let mut idle = FIRST_FRAME_TIMEOUT;
         loop {
-            match tokio::time::timeout(TCP_IDLE_TIMEOUT, read_frame(&mut rd, &mut frame)).await {
+            match tokio::time::timeout(idle, read_frame(&mut rd, &mut frame)).await {
                 Ok(Ok(true)) => {}
                 Ok(Ok(false)) | Err(_) => return,
                 Ok(Err(e)) => {
@@ -171,6 +227,7 @@ async fn serve_tcp<S>(
                     return;
                 }
             }
+            idle = TCP_IDLE_TIMEOUT;
             if frame.len() > MAX_FRAME {
                 continue;
             }
