@@ -297,7 +297,7 @@ async fn idle_tcp_connections_cannot_fill_the_cap() {
         .bind(SocketAddr::from(([127, 0, 0, 2], 0)))
         .expect("bind 127.0.0.2");
     let other = socket.connect(tcp).await.expect("connect");
-    let mut c = client_on(StreamConn::wrap(other), tcp, &creds("other-address")).await;
+    let c = client_on(StreamConn::wrap(other), tcp, &creds("other-address")).await;
     assert!(c.allocate().await.is_ok(), "another address allocates");
     // The silent ones are closed after the first-frame deadline (10 s).
     let started = std::time::Instant::now();
