@@ -26,9 +26,44 @@ const ARGS = [
   '--disable-features=WebRtcHideLocalIpsWithMdns',
 ];
 
-/** @param {{args?: string[]}} [options] extra Chromium flags (e.g. --ignore-certificate-errors) */
-export async function launchBrowser({ args = [] } = {}) {
-  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...ARGS, ...args] });
+/**
+ * @param {{args?: string[], executablePath?: string}} [options] extra Chromium flags (e.g.
+ *   --ignore-certificate-errors); another executable (the network lab's, which runs
+ *   Chromium inside a namespace)
+ */
+export async function launchBrowser({ args = [], executablePath = CHROMIUM } = {}) {
+  return chromium.launch({ executablePath, headless: true, args: [...ARGS, ...args] });
+}
+
+/**
+ * The selected candidate pair of the page's peer connection, from getStats: its state,
+ * both candidates' types, the local one's relay protocol (udp/tcp/tls for a relay
+ * candidate), or null while none is selected.
+ */
+export function selectedPair(page) {
+  return page.evaluate(async () => {
+    const pc = window.duet.state.pc;
+    if (!pc) return null;
+    const stats = new Map();
+    for (const s of (await pc.getStats()).values()) stats.set(s.id, s);
+    let pair = null;
+    for (const s of stats.values()) {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+    }
+    if (!pair) return null;
+    const local = stats.get(pair.localCandidateId);
+    const remote = stats.get(pair.remoteCandidateId);
+    return {
+      state: pair.state,
+      local: local?.candidateType,
+      localProtocol: local?.relayProtocol ?? local?.protocol,
+      localAddress: `${local?.address}:${local?.port}`,
+      remote: remote?.candidateType,
+      remoteAddress: `${remote?.address}:${remote?.port}`,
+      bytesSent: pair.bytesSent,
+      bytesReceived: pair.bytesReceived,
+    };
+  });
 }
 
 /**

@@ -32,21 +32,27 @@ export async function freePort() {
 }
 
 export class DuetServer {
-  /** @param {{args?: string[], port?: number}} [options] extra duet flags */
-  constructor({ args = [], port } = {}) {
+  /**
+   * @param {{args?: string[], port?: number, host?: string, https?: boolean}} [options]
+   *   extra duet flags; the address to listen on (default 127.0.0.1 and a free port);
+   *   https: the args turn TLS on, so the base URL is https
+   */
+  constructor({ args = [], port, host = '127.0.0.1', https = false } = {}) {
     this.args = args;
     this.port = port;
+    this.host = host;
+    this.https = https;
     this.proc = null;
     this.log = [];
   }
 
   get baseUrl() {
-    return `http://127.0.0.1:${this.port}`;
+    return `${this.https ? 'https' : 'http'}://${this.host}:${this.port}`;
   }
 
   async start() {
     this.port ??= await freePort();
-    const args = ['--listen', `127.0.0.1:${this.port}`, '--rate-limit', '0', ...this.args];
+    const args = ['--listen', `${this.host}:${this.port}`, '--rate-limit', '0', ...this.args];
     if (process.env.DUET_WEB_DIR) args.push('--web-dir', resolve(process.env.DUET_WEB_DIR));
     const proc = spawn(duetBinary(), args, {
       stdio: ['ignore', 'pipe', 'pipe'],

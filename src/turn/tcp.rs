@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use webrtc_util::Conn;
@@ -26,8 +26,13 @@ const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// All TURN-over-TCP clients presented to the crate as one packet
 /// connection: `recv_from` yields whole STUN/ChannelData frames tagged with
 /// the client's address, `send_to` writes to that client's stream.
+///
+/// Clients come from two places: the `--turn-listen-tcp` listener, and the HTTP(S)
+/// port's connections that turn out to speak TURN (`server::demux`), handed over with
+/// a [`TcpIntake`]. Both are the same to the crate.
 pub struct TcpMux {
-    /// The listener's address, which the crate reports as the server's.
+    /// The address the crate reports as the server's side of every TCP client's
+    /// 5-tuple (the TURN TCP listener's, else the UDP listener's).
     local: SocketAddr,
     /// Frames from every client, tagged with its address. Bounded: when the crate's
     /// read loop falls behind, the clients' readers wait (TCP pushes back to them).
@@ -41,14 +46,62 @@ pub struct TcpMux {
 /// entry when it ends.
 type Peers = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
 
+/// Hands byte streams (a TCP connection, or a TLS session over one) to the TURN server's
+/// TCP path. Cheap to clone; every clone feeds the same [`TcpMux`].
+#[derive(Clone)]
+pub struct TcpIntake {
+    inbound: mpsc::Sender<(Vec<u8>, SocketAddr)>,
+    peers: Peers,
+    /// [`MAX_TCP_CONNECTIONS`] places, shared by both sources of clients.
+    slots: Arc<Semaphore>,
+    /// The TURN server's shutdown.
+    cancel: CancellationToken,
+}
+
+impl TcpIntake {
+    /// Serves `stream`, from the client at `addr`, as a TURN-over-TCP client in a task
+    /// of its own until it ends, idles out or the server shuts down. `false` (and the
+    /// stream dropped) when the server is full or already has a client of that address.
+    pub fn serve<S>(&self, stream: S, addr: SocketAddr) -> bool
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        if self.cancel.is_cancelled() {
+            return false;
+        }
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            tracing::warn!(%addr, "TURN TCP: too many connections");
+            return false;
+        };
+        let (out_tx, out_rx) = mpsc::channel(256);
+        {
+            let mut peers = lock(&self.peers);
+            // The same client address on two of our ports (the TURN TCP port and the
+            // HTTPS port) would share one entry; keep the first.
+            if peers.contains_key(&addr) {
+                tracing::debug!(%addr, "TURN TCP: a client of this address is connected already");
+                return false;
+            }
+            peers.insert(addr, out_tx);
+        }
+        tokio::spawn(serve_tcp(
+            stream,
+            addr,
+            self.inbound.clone(),
+            out_rx,
+            self.peers.clone(),
+            self.cancel.clone(),
+            permit,
+        ));
+        true
+    }
+}
+
 impl TcpMux {
-    /// Accepts TCP clients on `listener` until `cancel` fires. Only `cancel` (server
-    /// shutdown) stops it: see [`Conn::close`] below.
-    pub(super) fn spawn(
-        listener: TcpListener,
-        cancel: CancellationToken,
-    ) -> anyhow::Result<Arc<Self>> {
-        let local = listener.local_addr()?;
+    /// A mux with no clients yet, reporting `local` as its address, and the intake that
+    /// feeds it. Its clients' tasks end when `cancel` (server shutdown) fires. Only
+    /// `cancel` stops it: see [`Conn::close`] below.
+    pub(super) fn new(local: SocketAddr, cancel: CancellationToken) -> (Arc<Self>, TcpIntake) {
         let (in_tx, in_rx) = mpsc::channel(1024);
         let peers = Peers::default();
         let mux = Arc::new(TcpMux {
@@ -56,40 +109,34 @@ impl TcpMux {
             inbound: tokio::sync::Mutex::new(in_rx),
             peers: peers.clone(),
         });
-        let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
-        tokio::spawn(async move {
-            loop {
-                let (stream, addr) = tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    r = listener.accept() => match r {
-                        Ok(v) => v,
-                        Err(e) => {
-                            // EMFILE and friends: back off instead of spinning.
-                            tracing::warn!("TURN TCP accept: {e}");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    },
-                };
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    tracing::warn!(%addr, "TURN TCP: too many connections");
+        let intake = TcpIntake {
+            inbound: in_tx,
+            peers,
+            slots: Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS)),
+            cancel,
+        };
+        (mux, intake)
+    }
+}
+
+/// Accepts TCP clients on `listener` (`--turn-listen-tcp`) into `intake` until the
+/// server shuts down.
+pub(super) async fn accept(listener: TcpListener, intake: TcpIntake) {
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = intake.cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("TURN TCP accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let (out_tx, out_rx) = mpsc::channel(256);
-                lock(&peers).insert(addr, out_tx);
-                tokio::spawn(serve_tcp(
-                    stream,
-                    addr,
-                    in_tx.clone(),
-                    out_rx,
-                    peers.clone(),
-                    cancel.clone(),
-                    permit,
-                ));
-            }
-        });
-        Ok(mux)
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        intake.serve(stream, addr);
     }
 }
 
@@ -101,16 +148,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// One client: frames from its stream go to the mux's inbound queue, and its writer
 /// queue goes to its stream, until either side ends, it idles out or the mux closes.
-async fn serve_tcp(
-    stream: TcpStream,
+async fn serve_tcp<S>(
+    stream: S,
     addr: SocketAddr,
     inbound: mpsc::Sender<(Vec<u8>, SocketAddr)>,
     mut outbound: mpsc::Receiver<Vec<u8>>,
     peers: Peers,
     cancel: CancellationToken,
     _permit: tokio::sync::OwnedSemaphorePermit,
-) {
-    let (mut rd, mut wr) = stream.into_split();
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let reader = async {
         let mut frame = Vec::with_capacity(MAX_FRAME);
         loop {
@@ -143,6 +192,8 @@ async fn serve_tcp(
         _ = writer => {}
         _ = cancel.cancelled() => {}
     }
+    // TLS: a close_notify, then FIN; best effort.
+    let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
     // The allocation of this 5-tuple is left to expire (lifetime <= 10 min):
     // the crate has no API to delete a single allocation by 5-tuple.
     lock(&peers).remove(&addr);
@@ -237,7 +288,7 @@ impl Conn for TcpMux {
     /// as its "turn socket" and closes it when the allocation ends (a no-op for a UDP
     /// socket); here that would end the accept loop and every other client's connection
     /// (issue 11 defect 1). The mux is shared by all TCP clients, so it ends only with
-    /// the server's shutdown token given to [`TcpMux::spawn`].
+    /// the server's shutdown token given to [`TcpMux::new`].
     async fn close(&self) -> webrtc_util::Result<()> {
         Ok(())
     }
