@@ -93,6 +93,7 @@ pub async fn registry_for(config: &Config) -> anyhow::Result<Registry> {
         prefix: config.redis_prefix.clone(),
         node_id: config.node_id.clone(),
         presence,
+        resume_window: config.resume_window,
     };
     Ok(Registry::Redis(RedisRegistry::start(options).await?))
 }
@@ -133,7 +134,8 @@ pub async fn run(
     let (resume, restored) = if config.resume_window.is_zero() {
         (session::resume::Resume::new(secret), Vec::new())
     } else {
-        session::resume::Resume::open(secret, &config.tls.data_dir())
+        let port = listener.local_addr()?.port();
+        session::resume::Resume::open(secret, &config.tls.data_dir(), port)
     };
     let ctx = Arc::new(Context {
         config,
