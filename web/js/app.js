@@ -14,14 +14,14 @@ import {
 } from './protocol.js';
 import { CallAttempt } from './attempt.js';
 import { PeerCall } from './call.js';
+import { IceErrors, explainFailure } from './ice-diagnosis.js';
 import { CallState, isAnswered } from './call-state.js';
 import { formatDuration, formatStats, summarizeStats } from './stats.js';
 import { backoffDelay } from './signaling.js';
 
-const ICE_FAILED_TEXT = 'Could not connect directly; a TURN server may be needed.';
 const STATS_INTERVAL_MS = 1000;
 const TIMER_INTERVAL_MS = 500;
-/** Answered but no media path after this long: most likely a TURN server is needed. */
+/** Answered but no media path after this long: the attempt ends, saying why (ice-diagnosis.js). */
 const CONNECT_TIMEOUT_MS = 20_000;
 /** Re-login after a reconnect may find our old session not yet gone. */
 const RELOGIN_ATTEMPTS = 6;
@@ -344,7 +344,7 @@ export class App {
     if (typeof m.name === 'string' && m.name !== attempt.peer) return;
     if (attempt.state === CallState.OUTGOING) {
       this.#setState(attempt, CallState.CONNECTING);
-      if (attempt.iceFailed) this.#ui.setCallStatus(ICE_FAILED_TEXT, 'error');
+      if (attempt.iceFailed) this.#noPath(attempt);
       else this.#ui.setCallStatus(`${attempt.peer} answered; connecting…`, 'info');
     }
     try {
@@ -365,6 +365,8 @@ export class App {
     const attempt = this.#attempt;
     if (!attempt) return;
     if (typeof m.name === 'string' && m.name !== attempt.peer) return;
+    // The peer found no path: so did we; say why from our side.
+    if (m.reason === 'no-path' && attempt.state === CallState.CONNECTING) return void this.#noPath(attempt, null);
     // A callee who pressed Accept is in the call, even before media flows.
     const phase = isAnswered(attempt.state) ? 'connected' : 'ringing';
     const text = describeLeave({ reason: m.reason, peer: attempt.peer, role: attempt.role, phase });
@@ -412,6 +414,7 @@ export class App {
         }),
     });
     const pc = attempt.peerCall;
+    attempt.iceErrors = new IceErrors(pc.pc);
     pc.addEventListener('remotestream', attempt.whileOpen((e) => this.#ui.setRemoteStream(e.detail)));
     pc.addEventListener('connected', attempt.whileOpen(() => this.#onMediaConnected(attempt)));
     pc.addEventListener(
@@ -419,7 +422,7 @@ export class App {
       attempt.whileOpen(() => {
         attempt.iceFailed = true;
         // While still ringing, keep "Calling …" up; say it once answered.
-        if (attempt.state !== CallState.OUTGOING) this.#ui.setCallStatus(ICE_FAILED_TEXT, 'error');
+        if (attempt.state !== CallState.OUTGOING) this.#noPath(attempt);
       }),
     );
     pc.addEventListener(
@@ -459,10 +462,22 @@ export class App {
     // Attempts only move forward, so this timer starts at most once per attempt.
     if (state === CallState.CONNECTING) {
       attempt.after(CONNECT_TIMEOUT_MS, () => {
-        if (attempt.state === CallState.CONNECTING) this.#ui.setCallStatus(ICE_FAILED_TEXT, 'error');
+        if (attempt.state === CallState.CONNECTING) this.#noPath(attempt);
       });
     }
     this.#ui.setCallState(state, attempt.peer);
+  }
+
+  /**
+   * No media path: say why and, if media never flowed, end the attempt (telling the peer
+   * `leave`, unless it told us).
+   */
+  async #noPath(attempt, leave = 'no-path') {
+    const { pc } = attempt.peerCall;
+    const why = explainFailure({ pc, peer: attempt.peer, iceServers: this.#iceServers, iceErrors: attempt.iceErrors });
+    const { text } = await attempt.step(why);
+    if (attempt.state === CallState.CONNECTING) this.#endCall(attempt, text, 'error', leave);
+    else this.#ui.setCallStatus(text, 'error');
   }
 
   #onMediaConnected(attempt) {
