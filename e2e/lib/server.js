@@ -3,8 +3,9 @@
 
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
-import { existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -32,10 +33,17 @@ export async function freePort() {
 }
 
 export class DuetServer {
-  /** @param {{args?: string[], port?: number}} [options] extra duet flags */
-  constructor({ args = [], port } = {}) {
+  /**
+   * @param {{args?: string[], port?: number, dataDir?: string}} [options] extra duet flags;
+   *   `dataDir` defaults to a new temporary directory, kept across restart() (so resume
+   *   tokens and held names survive it) and never shared with another server
+   */
+  constructor({ args = [], port, dataDir } = {}) {
     this.args = args;
     this.port = port;
+    // A test that passes its own --data-dir keeps it.
+    this.ownsDataDir = !dataDir && !args.includes('--data-dir');
+    this.dataDir = this.ownsDataDir ? mkdtempSync(join(tmpdir(), 'duet-e2e-')) : dataDir;
     this.proc = null;
     this.log = [];
   }
@@ -47,6 +55,7 @@ export class DuetServer {
   async start() {
     this.port ??= await freePort();
     const args = ['--listen', `127.0.0.1:${this.port}`, '--rate-limit', '0', ...this.args];
+    if (this.dataDir) args.push('--data-dir', this.dataDir);
     if (process.env.DUET_WEB_DIR) args.push('--web-dir', resolve(process.env.DUET_WEB_DIR));
     const proc = spawn(duetBinary(), args, {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -99,5 +108,6 @@ export class DuetServer {
 
   async stop() {
     await this.kill('SIGTERM');
+    if (this.ownsDataDir) rmSync(this.dataDir, { recursive: true, force: true });
   }
 }

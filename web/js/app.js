@@ -251,8 +251,9 @@ export class App {
     this.#pendingLogin = this.#name;
     this.#counts.resumes += 1;
     this.#ui.setConnection(`Signing in again as ${this.#name}…`, 'info');
+    // Only an answered call: an unanswered one does not survive a server restart.
     const attempt = this.#attempt;
-    const call = attempt ? attempt.peer : (this.#savedCall?.answered ? this.#savedCall.peer : null);
+    const call = attempt && isAnswered(attempt.state) ? attempt.peer : this.#savedCall?.answered ? this.#savedCall.peer : null;
     this.#signaling.send(msg.login(this.#name, { resumeToken: this.#token, call }));
   }
 
