@@ -7,6 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DuetServer } from './lib/server.js';
+import { NetNs } from './lib/netns.js';
 import {
   acceptIncoming,
   closeUser,
@@ -15,6 +16,7 @@ import {
   launchBrowser,
   login,
   openUser,
+  resumedAfterStall,
   startFrameLog,
   state,
   waitCallState,
@@ -41,14 +43,14 @@ after(async () => {
   for (const s of servers) await s.stop();
 });
 
-async function startServer(args = []) {
-  const server = await new DuetServer({ args }).start();
+async function startServer(args = [], options = {}) {
+  const server = await new DuetServer({ args, ...options }).start();
   servers.push(server);
   return server;
 }
 
-async function user(server, name) {
-  const u = await login(await openUser(browser, server.baseUrl), name);
+async function user(server, name, inBrowser = browser) {
+  const u = await login(await openUser(inBrowser, server.baseUrl), name);
   users.push(u);
   await startFrameLog(u.page);
   return u;
@@ -140,4 +142,78 @@ test(`gone for good: a closed tab is announced as ended after --resume-window ${
   await waitStatus(carol.page, /dave disconnected; the call has ended/, 100);
   await carol.page.waitForSelector('#userList button[data-name="dave"]', { state: 'detached' });
   await closeUser(carol);
+});
+
+/** The local and remote addresses of the connection's selected ICE candidate pair, and our ICE ufrag. */
+function selectedPath(page) {
+  return page.evaluate(async () => {
+    const pc = window.duet.state.pc;
+    const stats = [...(await pc.getStats()).values()];
+    const byId = new Map(stats.map((s) => [s.id, s]));
+    const transport = stats.find((s) => s.type === 'transport');
+    const pair = byId.get(transport?.selectedCandidatePairId);
+    const ufrag = /^a=ice-ufrag:(\S+)/m.exec(pc.localDescription?.sdp ?? '')?.[1] ?? null;
+    return {
+      local: pair ? byId.get(pair.localCandidateId)?.address : null,
+      remote: pair ? byId.get(pair.remoteCandidateId)?.address : null,
+      ufrag,
+    };
+  });
+}
+
+test('network change: a browser moves to a new address mid-call; media comes back through an ICE restart', async () => {
+  // bob's browser runs in a namespace of its own behind a veth pair: 10.99.0.2, later
+  // 10.99.1.2 (the old address removed, as when a laptop moves from Wi-Fi to a phone's
+  // hotspot). duet listens on the outside end, 10.99.0.1, where alice's browser is.
+  const ns = new NetNs('duet-nc').create();
+  let outside;
+  let inside;
+  try {
+    ns.addHostAddress('10.99.0.1/24');
+    ns.addHostAddress('10.99.1.1/24');
+    ns.addAddress('10.99.0.2/24');
+    ns.defaultRoute('10.99.0.1');
+    const server = await startServer([], { host: '10.99.0.1' });
+    // Camera and microphone need a secure context; plain http on 10.99.0.1 is not one.
+    const secure = [`--unsafely-treat-insecure-origin-as-secure=${server.baseUrl}`];
+    outside = await launchBrowser({ args: secure });
+    inside = await launchBrowser({ args: secure, executablePath: ns.chromiumWrapper() });
+    const alice = await user(server, 'alice', outside);
+    const bob = await user(server, 'bob', inside);
+    await connect(alice, bob);
+    const before = await selectedPath(bob.page);
+    assert.equal(before.local, '10.99.0.2', `bob's media path: ${JSON.stringify(before)}`);
+    const aliceUfrag = (await selectedPath(alice.page)).ufrag;
+
+    const t0 = Date.now();
+    ns.addAddress('10.99.1.2/24');
+    ns.delAddress('10.99.0.2/24');
+    ns.defaultRoute('10.99.1.1');
+
+    // alice's name sorts first: she runs the restart; bob answers it.
+    await alice.page.waitForFunction(() => window.duet.state.iceRestarts >= 1, null, { timeout: 30_000 });
+    const deadline = Date.now() + 30_000;
+    let back = {};
+    while (Date.now() < deadline && !(back.alice && back.bob)) {
+      for (const u of [alice, bob]) back[u.name] ??= resumedAfterStall(await frameLog(u.page), t0);
+      await sleep(200);
+    }
+    assert.ok(back.alice && back.bob, `media did not come back on both sides: ${JSON.stringify(back)}`);
+    await assertInCall(alice, bob);
+    const after = await selectedPath(bob.page);
+    assert.equal(after.local, '10.99.1.2', `bob's media path after the move: ${JSON.stringify(after)}`);
+    assert.notEqual((await selectedPath(alice.page)).ufrag, aliceUfrag, 'the ICE credentials did not change: no restart');
+    const counts = await alice.page.evaluate(() => ({ iceRestarts: window.duet.state.iceRestarts, rejoins: window.duet.state.rejoins }));
+    assert.equal(counts.rejoins, 0, 'the same connection, restarted, not a new one');
+    const resumed = Math.max(back.alice.resumedAt, back.bob.resumedAt);
+    console.log(
+      `TIMING network change: frames again ${resumed - t0} ms after the address moved ` +
+        `(alice ${back.alice.resumedAt - t0} ms, bob ${back.bob.resumedAt - t0} ms; frames stopped at ` +
+        `alice +${back.alice.stalledAt - t0} ms, bob +${back.bob.stalledAt - t0} ms; ${counts.iceRestarts} ICE restart(s))`,
+    );
+  } finally {
+    await inside?.close();
+    await outside?.close();
+    ns.remove();
+  }
 });

@@ -26,9 +26,13 @@ const ARGS = [
   '--disable-features=WebRtcHideLocalIpsWithMdns',
 ];
 
-/** @param {{args?: string[]}} [options] extra Chromium flags (e.g. --ignore-certificate-errors) */
-export async function launchBrowser({ args = [] } = {}) {
-  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...ARGS, ...args] });
+/**
+ * @param {{args?: string[], executablePath?: string}} [options] extra Chromium flags (e.g.
+ *   --ignore-certificate-errors); another executable (e.g. one that runs Chromium in a
+ *   network namespace, NetNs.chromiumWrapper)
+ */
+export async function launchBrowser({ args = [], executablePath = CHROMIUM } = {}) {
+  return chromium.launch({ executablePath, headless: true, args: [...ARGS, ...args] });
 }
 
 /**
@@ -255,6 +259,26 @@ export async function startFrameLog(page) {
   };
   await page.addInitScript(install);
   await page.evaluate(install);
+}
+
+/**
+ * In a frame log, the first time after `t0` that decoding resumed after a stall of at
+ * least `stallMs` (no frame decoded on the current connection): {stalledAt, resumedAt}
+ * (Date.now() values), or null if it has not (yet).
+ */
+export function resumedAfterStall(log, t0, stallMs = 1000) {
+  let lastGrowth = null;
+  let prev = null;
+  for (const e of log) {
+    if (e.n === null) continue;
+    lastGrowth ??= e.t;
+    if (prev !== null && e.pc === prev.pc && e.n > prev.n) {
+      if (e.t > t0 && e.t - lastGrowth >= stallMs) return { stalledAt: lastGrowth, resumedAt: e.t };
+      lastGrowth = e.t;
+    }
+    prev = e;
+  }
+  return null;
 }
 
 /** The samples startFrameLog has taken since the page was last (re)loaded. */

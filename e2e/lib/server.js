@@ -34,13 +34,15 @@ export async function freePort() {
 
 export class DuetServer {
   /**
-   * @param {{args?: string[], port?: number, dataDir?: string}} [options] extra duet flags;
+   * @param {{args?: string[], port?: number, dataDir?: string, host?: string}} [options] extra duet flags;
    *   `dataDir` defaults to a new temporary directory, kept across restart() (so resume
    *   tokens and held names survive it) and never shared with another server
    */
-  constructor({ args = [], port, dataDir } = {}) {
+  constructor({ args = [], port, dataDir, host = '127.0.0.1' } = {}) {
     this.args = args;
     this.port = port;
+    /** The address to listen on: loopback, or one inside a namespace the test made. */
+    this.host = host;
     // A test that passes its own --data-dir keeps it.
     this.ownsDataDir = !dataDir && !args.includes('--data-dir');
     this.dataDir = this.ownsDataDir ? mkdtempSync(join(tmpdir(), 'duet-e2e-')) : dataDir;
@@ -49,12 +51,12 @@ export class DuetServer {
   }
 
   get baseUrl() {
-    return `http://127.0.0.1:${this.port}`;
+    return `http://${this.host}:${this.port}`;
   }
 
   async start() {
     this.port ??= await freePort();
-    const args = ['--listen', `127.0.0.1:${this.port}`, '--rate-limit', '0', ...this.args];
+    const args = ['--listen', `${this.host}:${this.port}`, '--rate-limit', '0', ...this.args];
     if (this.dataDir) args.push('--data-dir', this.dataDir);
     if (process.env.DUET_WEB_DIR) args.push('--web-dir', resolve(process.env.DUET_WEB_DIR));
     const proc = spawn(duetBinary(), args, {

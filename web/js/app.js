@@ -37,6 +37,8 @@ const STATS_INTERVAL_MS = 1000;
 const TIMER_INTERVAL_MS = 500;
 /** Answered but no media path after this long: most likely a TURN server is needed. */
 const CONNECT_TIMEOUT_MS = 20_000;
+/** Stats samples in a row with no inbound video byte before the path counts as lost. */
+const MEDIA_STALL_SAMPLES = 2;
 /** Re-login after a reconnect may find our old session not yet gone. */
 const RELOGIN_ATTEMPTS = 6;
 
@@ -671,7 +673,8 @@ export class App {
       after: (ms, fn) => attempt.after(ms, fn),
       canRestart: () => this.#signaling.isOpen && this.#pendingLogin === null && !attempt.peerAway,
       restart: () => this.#restartIce(attempt),
-      refreshSignaling: () => this.#refreshSignaling(),
+      // While the peer is away the trouble is on its side; our socket is fine.
+      refreshSignaling: () => !attempt.peerAway && this.#refreshSignaling(),
       log: this.#log,
     });
     this.#wirePeerCall(attempt);
@@ -795,12 +798,36 @@ export class App {
 
   async #sampleStats(attempt) {
     try {
-      const report = await attempt.step(attempt.peerCall.pc.getStats());
-      attempt.lastStats = summarizeStats(report.values(), attempt.lastStats);
+      const pc = attempt.peerCall;
+      const report = await attempt.step(pc.pc.getStats());
+      if (attempt.peerCall !== pc) return; // a re-join replaced it meanwhile
+      const previous = attempt.lastStats;
+      attempt.lastStats = summarizeStats(report.values(), previous);
       this.#ui.setStats(formatStats(attempt.lastStats));
+      this.#watchInbound(attempt, previous, attempt.lastStats);
     } catch (err) {
       this.#log('getStats failed', err);
     }
+  }
+
+  /**
+   * The peer's video stopping is the first sign of a broken path (ICE notices seconds
+   * later). Only once video arrived on this connection: a peer without a camera sends none.
+   */
+  #watchInbound(attempt, previous, now) {
+    if (previous?.bytesReceived == null || now.bytesReceived === null) return;
+    if (now.bytesReceived > previous.bytesReceived) {
+      attempt.stalledSamples = 0;
+      const wasLost = attempt.recovery.lost;
+      attempt.recovery.mediaFlowing();
+      if (wasLost && !attempt.peerAway) this.#showCallStatus(attempt);
+      return;
+    }
+    attempt.stalledSamples += 1;
+    if (attempt.stalledSamples !== MEDIA_STALL_SAMPLES) return;
+    const already = attempt.recovery.lost;
+    attempt.recovery.mediaStalled();
+    if (!already && !attempt.peerAway) this.#ui.setCallStatus(`Connection to ${attempt.peer} interrupted; reconnecting…`, 'error');
   }
 
   /**

@@ -37,6 +37,8 @@ export class CallAttempt {
    * an offer or answer still carrying one is late and is dropped.
    */
   staleFingerprints = new Set();
+  /** Stats samples in a row in which no inbound video arrived. */
+  stalledSamples = 0;
   /** The media recovery of this call (recovery.js), set by the controller. */
   recovery = null;
 
@@ -76,6 +78,7 @@ export class CallAttempt {
     old.close();
     this.heldCandidates = [];
     this.lastStats = null;
+    this.stalledSamples = 0;
     this.iceFailed = false;
     this.peerCall = this.#createPeerCall(this);
     return this.peerCall;

@@ -4,9 +4,12 @@
 // carries out what it asks for (it does no I/O and holds no peer connection).
 //
 // Rules:
-// - The path counts as lost on ICE 'disconnected' that lasts DISCONNECTED_GRACE_MS, or at
-//   once on 'failed'. Only after media flowed once: a call that never connected needs a
-//   TURN server, not a restart.
+// - The path counts as lost on ICE 'disconnected' that lasts DISCONNECTED_GRACE_MS, at
+//   once on 'failed', or when the peer's video stopped arriving for a few seconds (the
+//   controller watches inbound bytes): after a change of address Chromium took 8-9 s to
+//   report 'disconnected' (measured in e2e/resume.test.js), while the media stopped at
+//   once. Video that arrives again means the path is back. Only after media flowed once: a
+//   call that never connected needs a TURN server, not a restart.
 // - Exactly one side restarts, so two restart offers never cross: the side whose name
 //   sorts first (JavaScript string order), the same side that wins call glare
 //   (docs/protocol.md, Calls). The other side answers the restart offer like any
@@ -85,6 +88,24 @@ export class MediaRecovery {
     } else if (failed && !this.#refreshed) {
       this.#schedule(0);
     }
+  }
+
+  /**
+   * The peer's video has not arrived for a few seconds though it did before (ICE may not
+   * have noticed yet): the path is lost, no further grace. The restarting side waits
+   * ANSWERER_LEAD_MS, as the other side saw the same stall and refreshes first.
+   */
+  mediaStalled() {
+    if (this.#lostAt !== null) return;
+    this.#lostAt = performance.now();
+    this.#refreshed = false;
+    this.#restarts = 0;
+    this.#schedule(this.#restarter ? ANSWERER_LEAD_MS : 0);
+  }
+
+  /** The peer's video arrives: whatever ICE said, the path works. */
+  mediaFlowing() {
+    this.pathBack();
   }
 
   /** Media flows again. */

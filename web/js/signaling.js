@@ -46,6 +46,11 @@ export class Signaling extends EventTarget {
   #running = false;
   /** Whether a socket was ever open, so the next open is a reconnect. */
   #everOpened = false;
+  /**
+   * Sockets given up by refresh() that may still be alive: what the server sent on one
+   * before the resume on the new socket took the session over is still ours.
+   */
+  #abandoned = new Set();
 
   /**
    * @param {string} url ws:// or wss:// URL
@@ -91,7 +96,9 @@ export class Signaling extends EventTarget {
     if (!this.#running || !this.isOpen) return;
     const old = this.#ws;
     this.#ws = null;
+    this.#abandoned.add(old);
     const timer = setTimeout(() => {
+      this.#abandoned.delete(old);
       if (old.readyState === this.#WebSocketImpl.OPEN) old.close(CLOSE_REFRESH, 'reconnecting');
     }, ABANDON_CLOSE_MS);
     timer?.unref?.(); // under Node (unit tests) the timer must not keep the process alive
@@ -124,7 +131,7 @@ export class Signaling extends EventTarget {
       this.dispatchEvent(new CustomEvent('open', { detail: { reconnect } }));
     });
     ws.addEventListener('message', (event) => {
-      if (this.#ws !== ws) return;
+      if (this.#ws !== ws && !this.#abandoned.has(ws)) return;
       const message = parseMessage(event.data);
       if (message === null) {
         this.dispatchEvent(new CustomEvent('garbage', { detail: event.data }));
@@ -133,7 +140,8 @@ export class Signaling extends EventTarget {
       this.dispatchEvent(new CustomEvent('message', { detail: message }));
     });
     ws.addEventListener('close', (event) => {
-      if (this.#ws !== ws) return;
+      // An abandoned socket ends quietly (the server closes it with 4000 on the takeover).
+      if (this.#abandoned.delete(ws) || this.#ws !== ws) return;
       this.#ws = null;
       if (event.code === CLOSE_REPLACED) {
         // Another connection has our session; reconnecting would take it back.
