@@ -120,8 +120,8 @@ pub struct Config {
     pub resume_window: Duration,
 
     /// Key that signs resume tokens (any string; long and random). Default: a random key
-    /// per process, so a restart invalidates every token. Give every node of a cluster the
-    /// same one.
+    /// kept in the data directory (`resume.key`), so tokens outlive a restart. Give every
+    /// node of a cluster the same one, or a token is good on its own node only.
     #[arg(
         long,
         env = "DUET_RESUME_SECRET",

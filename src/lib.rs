@@ -6,8 +6,10 @@
 //! - [`session`]: one WebSocket connection: the driver (socket, timers, keepalive, close),
 //!   [`session::call`] (the call rules as plain functions), carrying them out for a
 //!   logged-in user, the rate limit, and resume: [`session::resume`] (tokens, and the
-//!   seats a resuming login takes a session over by) and `held` (a dropped resumable
-//!   session holding its name for `--resume-window`).
+//!   seats a resuming login takes a session over by), `held` (a dropped resumable
+//!   session holding its name for `--resume-window`), [`session::store`] (the key and
+//!   the resumable names kept in the data directory for a restart) and `rejoin` (a call
+//!   brought back by both clients naming it).
 //! - [`registry`]: who is online and how to reach them ([`registry::memory`], or
 //!   [`registry::redis`] for several nodes; what both hand to sessions is in
 //!   [`registry::mailbox`]).
@@ -116,7 +118,14 @@ pub async fn run(
     let acme_domains = config.tls.acme_domains.clone();
     let redirect_listen = config.tls.http_redirect_listen;
     let cancel = CancellationToken::new();
-    let resume = session::resume::Resume::new(config.resume_secret.as_deref());
+    let secret = config.resume_secret.as_deref();
+    // Kept in the data directory, so tokens and held names outlive the process; with
+    // resume off there is nothing to keep.
+    let (resume, restored) = if config.resume_window.is_zero() {
+        (session::resume::Resume::new(secret), Vec::new())
+    } else {
+        session::resume::Resume::open(secret, &config.tls.data_dir())
+    };
     let ctx = Arc::new(Context {
         config,
         registry: registry.clone(),
@@ -126,11 +135,37 @@ pub async fn run(
         resume,
     });
     let state = AppState {
-        ctx,
+        ctx: ctx.clone(),
         sessions: TaskTracker::new(),
         next_id: Arc::new(AtomicU64::new(1)),
     };
     let sessions = state.sessions.clone();
+    // Held before the first connection is accepted: no stranger can take one first.
+    if !restored.is_empty() {
+        info!(
+            names = restored.len(),
+            window = ?ctx.config.resume_window,
+            "holding the names the last run left resumable"
+        );
+    }
+    for row in restored {
+        let id = state
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(held) = session::restore(ctx.clone(), id, row).await {
+            sessions.spawn(held.hold());
+        }
+    }
+    {
+        let ctx = ctx.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = ctx.resume.keep_saved() => {}
+                () = cancel.cancelled() => {}
+            }
+        });
+    }
     let scheme = match (&tls, self_signed) {
         (None, _) => startup::Scheme::Http,
         (Some(_), true) => startup::Scheme::HttpsSelfSigned,
@@ -179,6 +214,8 @@ pub async fn run(
     // deadline. The registry shuts down last: closing sessions still release their
     // names in it.
     info!("shutting down: closing connections");
+    // Before the sessions end and give up their seats: the restarted server holds them.
+    ctx.resume.freeze().await;
     cancel.cancel();
     sessions.close();
     connections.close();

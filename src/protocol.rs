@@ -197,6 +197,11 @@ pub enum Request<'a> {
         /// `resume: true`: the client can resume, so it wants a token and its name held
         /// when its connection drops. A login with a token asks for the same.
         resume: bool,
+        /// `call`: the peer of the call the resuming client believes it is in. Read only
+        /// with a token, and used only when the server no longer has the call (after a
+        /// restart, or on another node): both sides naming each other restore it. A
+        /// value that is not a valid name is no call.
+        call: Option<Name>,
     },
     /// `offer`, `answer` or `candidate` to `to`, with the payload as raw JSON text.
     Relay {
@@ -354,6 +359,8 @@ struct Envelope<'a> {
     resume_token: Option<&'a RawValue>,
     #[serde(borrow, default)]
     resume: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    call: Option<&'a RawValue>,
 }
 
 fn as_string(raw: &RawValue) -> Option<Cow<'_, str>> {
@@ -427,10 +434,16 @@ pub fn parse(text: &str) -> Result<Request<'_>, ParseError> {
                 .filter(|raw| raw.get() != "null")
                 .map(|raw| as_string(raw).unwrap_or_default());
             let resume = envelope.resume.is_some_and(|raw| raw.get() == "true");
+            let call = envelope
+                .call
+                .filter(|_| token.is_some())
+                .and_then(as_string)
+                .and_then(|raw| Name::parse(&raw).ok());
             return Ok(Request::Login {
                 name,
                 token,
                 resume,
+                call,
             });
         }
         "offer" => SignalKind::Offer,

@@ -380,9 +380,11 @@ fn data_dir_hint(dir: &Path) -> String {
 }
 
 /// Writes via a temporary file and rename so a crash never leaves a torn
-/// key or certificate behind.
-fn write_atomic(path: &Path, data: &[u8], private: bool) -> anyhow::Result<()> {
+/// key or certificate behind. `private`: readable by this user only (0600).
+pub(crate) fn write_atomic(path: &Path, data: &[u8], private: bool) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
+    // A leftover of a crashed write keeps its mode when opened again: start afresh.
+    let _ = fs::remove_file(&tmp);
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]

@@ -139,13 +139,18 @@ fn free_port() -> u16 {
 struct ChildNode {
     addr: SocketAddr,
     child: Child,
+    /// Its own data directory (resume keeps its key and held names there).
+    _data: TempDir,
 }
 
 impl ChildNode {
     async fn start(redis_url: &str, lease: Duration) -> ChildNode {
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let data = TempDir::new("node");
         let child = Command::new(env!("CARGO_BIN_EXE_duet"))
             .args(["--listen", &addr.to_string(), "--redis-url", redis_url])
+            .arg("--data-dir")
+            .arg(&data.0)
             .args(["--redis-lease", &format!("{}ms", lease.as_millis())])
             .args(["--node-id", "victim", "--rate-limit", "0"])
             .env("DUET_LOG", "warn")
@@ -153,7 +158,11 @@ impl ChildNode {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start the duet binary");
-        let node = ChildNode { addr, child };
+        let node = ChildNode {
+            addr,
+            child,
+            _data: data,
+        };
         wait_healthy(addr).await;
         node
     }

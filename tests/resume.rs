@@ -315,3 +315,218 @@ async fn a_seed_client_is_not_held() {
     let mut again = Client::connect(&server.url("/")).await;
     assert_eq!(again.login("alice").await["success"], true);
 }
+
+// ---- across a restart: the duet binary as a child process, killed and started again on
+// the same port with the same data directory.
+
+/// A duet process; SIGKILLed when dropped.
+struct Process {
+    addr: std::net::SocketAddr,
+    child: std::process::Child,
+}
+
+impl Process {
+    async fn start(addr: std::net::SocketAddr, data: &std::path::Path, extra: &[&str]) -> Process {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_duet"))
+            .args(["--listen", &addr.to_string(), "--rate-limit", "0"])
+            .arg("--data-dir")
+            .arg(data)
+            .args(extra)
+            .env("DUET_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start the duet binary");
+        wait_healthy(addr).await;
+        Process { addr, child }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// SIGKILL: nothing is written or released on the way out.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and waits for the graceful shutdown to finish.
+    fn stop(&mut self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+}
+
+/// Waits until the table of resumable names in `data` lists every one of `names`: it is
+/// written shortly after a change.
+async fn wait_kept(data: &std::path::Path, names: &[&str]) {
+    let path = data.join("resume-names.json");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if names.iter().all(|n| text.contains(&format!("\"{n}\""))) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{names:?} not kept: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn resumable_at(url: &str, name: &str) -> (Client, String) {
+    let mut c = Client::connect(url).await;
+    c.send(json!({"type": "login", "name": name, "resume": true}))
+        .await;
+    let reply = c.recv_type("login").await;
+    assert_eq!(reply["success"], true, "{reply}");
+    (
+        c,
+        reply["resumeToken"].as_str().expect("a token").to_owned(),
+    )
+}
+
+async fn resume_at(url: &str, name: &str, token: &str, call: Option<&str>) -> (Client, Value) {
+    let mut c = Client::connect(url).await;
+    let mut login = json!({"type": "login", "name": name, "resumeToken": token});
+    if let Some(call) = call {
+        login["call"] = json!(call);
+    }
+    c.send(login).await;
+    let reply = c.recv_type("login").await;
+    (c, reply)
+}
+
+/// Both sides of a call come back after the server is SIGKILLed and started again:
+/// tokens still good (the key is in the data directory), names held against strangers,
+/// and the call restored from both naming it, so renegotiation and hang-up work.
+#[tokio::test]
+async fn after_a_restart_tokens_names_and_the_call_come_back() {
+    let data = TempDir::new("restart");
+    let addr = free_addr();
+    let mut duet = Process::start(addr, &data.0, &[]).await;
+    let (mut a, ta) = resumable_at(&duet.url(), "alice").await;
+    let (mut b, tb) = resumable_at(&duet.url(), "bob").await;
+    connect_call(&mut a, "alice", &mut b, "bob").await;
+    wait_kept(&data.0, &["alice", "bob"]).await;
+    duet.kill();
+    let killed = Instant::now();
+    drop((a, b));
+    let duet = Process::start(addr, &data.0, &[]).await;
+    let restarted = killed.elapsed();
+
+    // A stranger cannot take alice's name while she reconnects.
+    let mut stranger = Client::connect(&duet.url()).await;
+    let reply = stranger.login("alice").await;
+    assert_eq!(reply["code"], "name-taken", "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("reconnect"),
+        "{reply}"
+    );
+    // Nor with a token that is not alice's latest.
+    let (_, reply) = resume_at(&duet.url(), "alice", &tb, None).await;
+    assert_eq!(reply["code"], "invalid-token", "{reply}");
+
+    // Alice first: bob is not back yet, so the call waits for him.
+    let (mut a, reply) = resume_at(&duet.url(), "alice", &ta, Some("bob")).await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    assert_eq!(
+        next(&mut a).await,
+        json!({"type": "reconnecting", "name": "bob"})
+    );
+    // What she sends him meanwhile is kept for him.
+    a.send(json!({"type": "candidate", "name": "bob", "candidate": candidate_payload(1)}))
+        .await;
+    let (mut b, reply) = resume_at(&duet.url(), "bob", &tb, Some("alice")).await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    let mut got = vec![next(&mut b).await, next(&mut b).await];
+    got.sort_by_key(|v| v["type"].as_str().map(str::to_owned));
+    assert_eq!(got[0]["candidate"], candidate_payload(1), "{got:?}");
+    assert_eq!(got[1], json!({"type": "resumed", "name": "alice"}));
+    assert_eq!(
+        next(&mut a).await,
+        json!({"type": "resumed", "name": "bob"})
+    );
+    eprintln!("SIGKILL to healthy again: {restarted:?}");
+
+    // The call is back on both sides: a renegotiation from bob, then alice hangs up.
+    b.send(json!({"type": "offer", "name": "alice", "offer": offer_payload()}))
+        .await;
+    let offer = next(&mut a).await;
+    assert_eq!(offer["type"], "offer", "{offer}");
+    a.send(json!({"type": "answer", "name": "bob", "answer": answer_payload()}))
+        .await;
+    assert_eq!(next(&mut b).await["type"], "answer");
+    b.send(json!({"type": "candidate", "name": "alice", "candidate": candidate_payload(2)}))
+        .await;
+    assert_eq!(next(&mut a).await["candidate"], candidate_payload(2));
+    a.send(json!({"type": "leave"})).await;
+    let leave = next(&mut b).await;
+    assert_eq!(
+        (&leave["type"], &leave["reason"]),
+        (&json!("leave"), &json!("hangup"))
+    );
+    // And the old tokens were spent: only the latest is accepted, across restarts too.
+    let (_, reply) = resume_at(&duet.url(), "alice", &ta, None).await;
+    assert_eq!(reply["code"], "invalid-token", "{reply}");
+}
+
+/// A graceful stop keeps the names too; a peer that comes back without naming the call
+/// ends it, and one naming a call the other side has not got is told it is over.
+#[tokio::test]
+async fn after_a_graceful_restart_a_call_not_named_by_both_ends() {
+    let data = TempDir::new("restart-term");
+    let addr = free_addr();
+    let mut duet = Process::start(addr, &data.0, &[]).await;
+    let (mut a, ta) = resumable_at(&duet.url(), "alice").await;
+    let (mut b, tb) = resumable_at(&duet.url(), "bob").await;
+    let (_c, tc) = resumable_at(&duet.url(), "carol").await;
+    connect_call(&mut a, "alice", &mut b, "bob").await;
+    duet.stop();
+    drop((a, b));
+    let duet = Process::start(addr, &data.0, &[]).await;
+    let mut stranger = Client::connect(&duet.url()).await;
+    assert_eq!(stranger.login("bob").await["code"], "name-taken");
+
+    let (mut a, reply) = resume_at(&duet.url(), "alice", &ta, Some("bob")).await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    assert_eq!(next(&mut a).await["type"], "reconnecting");
+    // Bob comes back without the call (his page was reloaded and lost it): it is over.
+    let (mut b, reply) = resume_at(&duet.url(), "bob", &tb, None).await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    let leave = next(&mut a).await;
+    assert_eq!(
+        leave,
+        json!({"type": "leave", "name": "bob", "reason": "hangup"})
+    );
+    // Carol names a call with bob, who has none: she hears at once that it is gone.
+    let (mut c, reply) = resume_at(&duet.url(), "carol", &tc, Some("bob")).await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    let leave = next(&mut c).await;
+    assert_eq!(
+        leave,
+        json!({"type": "leave", "name": "bob", "reason": "disconnected"})
+    );
+    // Nobody is left in a call: bob's candidate to alice is refused.
+    b.send(json!({"type": "candidate", "name": "alice", "candidate": candidate_payload(1)}))
+        .await;
+    assert_eq!(next(&mut b).await["code"], "not-in-call");
+}

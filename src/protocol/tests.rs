@@ -156,6 +156,28 @@ fn login_reads_the_resume_fields() {
 }
 
 #[test]
+fn a_resuming_login_names_its_call() {
+    let call = |text: &str| match parse(text) {
+        Ok(Request::Login { call, .. }) => call.map(|n| n.as_str().to_owned()),
+        other => panic!("{text}: {other:?}"),
+    };
+    assert_eq!(
+        call(r#"{"type":"login","name":"a","resumeToken":"t","call":" bob "}"#).as_deref(),
+        Some("bob")
+    );
+    // No token: not a resume, so no call. Not a name: no call.
+    for text in [
+        r#"{"type":"login","name":"a","call":"bob"}"#,
+        r#"{"type":"login","name":"a","resumeToken":"t","call":7}"#,
+        r#"{"type":"login","name":"a","resumeToken":"t","call":""}"#,
+        r#"{"type":"login","name":"a","resumeToken":"t","call":null}"#,
+        r#"{"type":"login","name":"a","resumeToken":"t"}"#,
+    ] {
+        assert_eq!(call(text), None, "{text}");
+    }
+}
+
+#[test]
 fn error_codes_round_trip() {
     for code in ErrorCode::ALL {
         assert_eq!(ErrorCode::from_code(code.as_str()), Some(code));

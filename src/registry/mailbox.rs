@@ -32,6 +32,10 @@ pub enum Event {
     },
     /// A frame for the client only (presence updates); no call state involved.
     Notice(Utf8Bytes),
+    /// `from` resumed where the server no longer knew its call (after a restart, or on
+    /// another node) and names the receiver as its call peer: the receiver confirms the
+    /// call (`resumed`/`reconnecting` back) or ends it (`leave`).
+    Rejoin { from: Name },
 }
 
 /// The receiving end of a mailbox.

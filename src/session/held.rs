@@ -43,7 +43,8 @@ impl Session {
             | End::Shutdown
             | End::SlowConsumer
             | End::WriteTimeout
-            | End::PongTimeout => true,
+            | End::PongTimeout
+            | End::Restarted => true,
             End::RateLimited | End::TooBig | End::Replaced => false,
         };
         eligible
@@ -59,6 +60,7 @@ impl Session {
             return Held::Over { tell_peer: true };
         };
         self.ctx.resume.hold(&user.name, seat);
+        self.held = true;
         let window = self.ctx.config.resume_window;
         info!(id = self.id, name = %shown(&user.name), ?end, ?window, "connection lost; name held");
         if let Some(peer) = user.call.peer() {
@@ -156,6 +158,7 @@ impl Session {
         let handover = Handover {
             call: user.call.clone(),
             frames,
+            restored: self.restored,
         };
         if takeover.reply.send(handover).is_err() {
             warn!(id = self.id, name = %shown(&user.name), "the resuming connection went away");
@@ -173,13 +176,15 @@ impl Session {
             Event::Notice(frame) | Event::Signal { frame, .. } => frame.len(),
             // An error frame for our client.
             Event::Bounce { .. } => 256,
+            // A `resumed` notice for our client, which always fits: it restores a call.
+            Event::Rejoin { .. } => 0,
         };
         let is_leave = matches!(
             event,
             Event::Signal {
                 kind: SignalKind::Leave,
                 ..
-            }
+            } | Event::Rejoin { .. }
         );
         let kept: usize = self
             .out

@@ -9,8 +9,11 @@
 //!   events from the registry).
 //! - `limits`: the per-connection rate limit.
 //! - [`resume`]: resume tokens, and the seats a resuming login takes a session over by.
+//! - `rejoin`: bringing a call back where the server no longer knows it (after a
+//!   restart, or on another node), from both clients naming it.
 //! - `held`: a resumable session whose connection dropped, holding its name for the
-//!   resume window.
+//!   resume window (or, after a restart, one the last process left resumable).
+//! - [`store`]: the resume key and the resumable names, kept in the data directory.
 //!
 //! This file: keepalive, writing with a deadline, the closing handshake, and cleaning up
 //! (name released, call peer told) when the connection ends.
@@ -18,7 +21,9 @@
 pub mod call;
 mod held;
 mod limits;
+mod rejoin;
 pub mod resume;
+pub mod store;
 mod user;
 
 use std::error::Error as StdError;
@@ -90,6 +95,8 @@ enum End {
     TooBig,
     /// A login with this session's resume token took it over on another connection.
     Replaced,
+    /// Never connected in this process: held from the table of names after a restart.
+    Restarted,
 }
 
 impl End {
@@ -102,7 +109,9 @@ impl End {
             End::RateLimited => (close_code::POLICY, "rate limit exceeded"),
             End::TooBig => (close_code::TOO_BIG, "message too big"),
             End::Replaced => (close_code::REPLACED, "resumed on another connection"),
-            End::ClientClosed | End::SocketError | End::WriteTimeout => return None,
+            End::ClientClosed | End::SocketError | End::WriteTimeout | End::Restarted => {
+                return None;
+            }
         };
         Some(CloseFrame {
             code,
@@ -129,6 +138,11 @@ struct Session {
     seat: Option<Seat>,
     /// The client closed with 1000 or no code: a deliberate goodbye, not a drop.
     goodbye: bool,
+    /// Held from the table of names after a restart: its call is unknown, and a peer
+    /// that comes back naming it may restore it.
+    restored: bool,
+    /// The connection is gone and the name held (frames wait in `out`).
+    held: bool,
 }
 
 /// Serves one upgraded WebSocket until it closes, the client misbehaves, or the server
@@ -159,9 +173,55 @@ where
         kick: ctx.shutdown.child_token(),
         seat: None,
         goodbye: false,
+        restored: false,
+        held: false,
         ctx,
     };
     session.run(socket, permit)
+}
+
+/// A name the last process left resumable, claimed again; [`Restored::hold`] holds it.
+pub struct Restored(Session);
+
+impl Restored {
+    /// Holds the name for the resume window as if its connection had just dropped: only
+    /// its latest token takes it back.
+    pub async fn hold(self) {
+        self.0.after(End::Restarted).await;
+    }
+}
+
+/// Claims `row`'s name, which the last process left resumable; `None` when it is taken
+/// (in a cluster, by a login on another node).
+pub async fn restore(ctx: Arc<Context>, id: u64, row: store::Row) -> Option<Restored> {
+    let kick = ctx.shutdown.child_token();
+    let (mailbox, inbox) = crate::registry::Mailbox::new(ctx.config.queue_capacity, kick.clone());
+    if let Err(e) = ctx.registry.claim(&row.name, &mailbox).await {
+        info!(id, name = %shown(&row.name), error = ?e, "not holding a name from the last run: it is taken");
+        return None;
+    }
+    let seat = ctx.resume.restore(&row);
+    info!(id, name = %shown(&row.name), "holding a name from the last run");
+    let session = Session {
+        rate: RateLimit::new(ctx.config.rate_limit, ctx.config.rate_burst, Instant::now()),
+        id,
+        user: Some(User {
+            json: protocol::json_string(row.name.as_str()),
+            name: row.name,
+            mailbox,
+            inbox,
+            call: Call::Idle,
+        }),
+        out: Vec::new(),
+        end: None,
+        kick,
+        seat: Some(seat),
+        goodbye: false,
+        restored: true,
+        held: false,
+        ctx,
+    };
+    Some(Restored(session))
 }
 
 impl Session {
@@ -173,13 +233,25 @@ impl Session {
     {
         let end = self.serve(&mut socket).await;
         drop(socket);
-        let mut tell_peer = true;
         if end == End::Replaced {
             return;
         }
         if self.holds(end) {
             // A held name is not a connection: it does not count under --max-connections.
             drop(permit);
+            Box::pin(self.after(end)).await;
+        } else {
+            Box::pin(self.after(end)).await;
+            // The permit drops here, after the cleanup: the connection is uncounted last.
+            drop(permit);
+        }
+    }
+
+    /// After the connection ended for `end`: holds the name if it should, then cleans up
+    /// unless the session was handed over.
+    async fn after(mut self, end: End) {
+        let mut tell_peer = true;
+        if self.holds(end) {
             match Box::pin(self.hold(end)).await {
                 Held::HandedOver => return,
                 Held::Over { tell_peer: tell } => tell_peer = tell,
@@ -191,7 +263,6 @@ impl Session {
             return;
         }
         Box::pin(self.finish(end, tell_peer)).await;
-        // The permit drops here, after the cleanup: the connection is uncounted last.
     }
 
     async fn serve<S, E>(&mut self, socket: &mut S) -> End

@@ -25,6 +25,7 @@ use sha2::Sha256;
 use tokio::sync::oneshot;
 
 use super::call::Call;
+use super::store::{Row, Store};
 use crate::protocol::Name;
 use crate::registry::Mailbox;
 
@@ -77,6 +78,10 @@ impl TokenKey {
             Some(secret) => TokenKey(secret.as_bytes().to_vec()),
             None => TokenKey(rand::random::<[u8; 32]>().to_vec()),
         }
+    }
+
+    pub fn from_bytes(key: Vec<u8>) -> TokenKey {
+        TokenKey(key)
     }
 
     fn mac(&self, payload: &[u8]) -> HmacSha256 {
@@ -142,6 +147,9 @@ pub struct Handover {
     pub call: Call,
     /// In the order they were to be written; only text frames.
     pub frames: Vec<Message>,
+    /// The session was held from the table after a restart: the server does not know
+    /// its call (unless its peer came back naming it), so the client's `call` decides.
+    pub restored: bool,
 }
 
 /// A session's own end of its seat.
@@ -152,6 +160,8 @@ pub struct Seat {
 
 struct Entry {
     id: [u8; ID_LEN],
+    /// The token's expiry, kept for the table of names.
+    expires: u64,
     /// Set once the connection dropped: plain logins are told the name is reserved.
     held: bool,
     takeover: oneshot::Sender<Takeover>,
@@ -171,13 +181,83 @@ pub enum Take {
 pub struct Resume {
     key: TokenKey,
     seats: Mutex<HashMap<Name, Entry>>,
+    /// Where the key and the seats are kept for a restart; none in unit tests.
+    store: Option<Store>,
 }
 
 impl Resume {
+    /// Resume without a data directory: tokens and seats die with the process.
     pub fn new(secret: Option<&str>) -> Resume {
         Resume {
             key: TokenKey::new(secret),
             seats: Mutex::default(),
+            store: None,
+        }
+    }
+
+    /// Resume kept in `dir` (see [`store`](super::store)), and the names the last process
+    /// left resumable, to hold with [`Resume::restore`].
+    pub fn open(secret: Option<&str>, dir: &std::path::Path) -> (Resume, Vec<Row>) {
+        let (store, key, rows) = Store::open(dir, secret, unix_now());
+        let resume = Resume {
+            key: TokenKey::from_bytes(key),
+            seats: Mutex::default(),
+            store: Some(store),
+        };
+        (resume, rows)
+    }
+
+    fn changed(&self) {
+        if let Some(store) = &self.store {
+            store.changed();
+        }
+    }
+
+    fn rows(&self) -> Vec<Row> {
+        self.seats()
+            .iter()
+            .map(|(name, e)| Row {
+                name: name.clone(),
+                id: e.id,
+                expires: e.expires,
+            })
+            .collect()
+    }
+
+    /// Writes the seats to the data directory after each change, until [`Resume::freeze`].
+    pub async fn keep_saved(&self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        while store.next_write().await {
+            store.write(self.rows(), false).await;
+        }
+    }
+
+    /// Writes the seats one last time as the server shuts down: the sessions that end
+    /// next give their seats up, but the restarted server must hold their names.
+    pub async fn freeze(&self) {
+        if let Some(store) = &self.store {
+            store.write(self.rows(), true).await;
+        }
+    }
+
+    /// A seat for a name the last process left resumable, already held: taken only with
+    /// the token whose id is in `row`.
+    pub fn restore(&self, row: &Row) -> Seat {
+        let (tx, rx) = oneshot::channel();
+        self.seats().insert(
+            row.name.clone(),
+            Entry {
+                id: row.id,
+                expires: row.expires,
+                held: true,
+                takeover: tx,
+            },
+        );
+        Seat {
+            id: row.id,
+            takeover: rx,
         }
     }
 
@@ -194,15 +274,20 @@ impl Resume {
             id,
             name: name.as_str().to_owned(),
         };
+        if let Some(store) = &self.store {
+            store.key_used();
+        }
         let (tx, rx) = oneshot::channel();
         self.seats().insert(
             name.clone(),
             Entry {
                 id,
+                expires: claims.expires,
                 held: false,
                 takeover: tx,
             },
         );
+        self.changed();
         (self.key.sign(&claims), Seat { id, takeover: rx })
     }
 
@@ -227,6 +312,8 @@ impl Resume {
         match seats.get(name) {
             Some(entry) if entry.id == seat.id => {
                 seats.remove(name);
+                drop(seats);
+                self.changed();
                 true
             }
             _ => false,

@@ -65,7 +65,8 @@ impl Session {
                     name,
                     token,
                     resume,
-                } => self.login(name, token.as_deref(), resume).await,
+                    call,
+                } => self.login(name, token.as_deref(), resume, call).await,
                 Request::Relay { kind, .. } => self.not_logged_in(kind),
                 Request::Leave { .. } => self.not_logged_in(SignalKind::Leave),
             }
@@ -97,7 +98,13 @@ impl Session {
         );
     }
 
-    async fn login(&mut self, name: Result<Name, NameError>, token: Option<&str>, resume: bool) {
+    async fn login(
+        &mut self,
+        name: Result<Name, NameError>,
+        token: Option<&str>,
+        resume: bool,
+        call: Option<Name>,
+    ) {
         let name = match name {
             Ok(name) => name,
             Err(e) => {
@@ -127,7 +134,7 @@ impl Session {
                     // An owner that cannot hand over (its name was no longer its own)
                     // drops the answer: then this is a normal login.
                     if let Ok(handover) = answer.await {
-                        self.resumed(name, mailbox, inbox, handover).await;
+                        self.resumed(name, mailbox, inbox, handover, call).await;
                         return;
                     }
                 }
@@ -198,7 +205,16 @@ impl Session {
 
     /// A login that took back a held (or still connected) session of `name`: the reply,
     /// then the frames the old session kept, in order; the call peer hears we are back.
-    async fn resumed(&mut self, name: Name, mailbox: Mailbox, inbox: Inbox, handover: Handover) {
+    /// `call` is the call the client names, which decides when the server did not know
+    /// the call (the session was held from the table after a restart).
+    async fn resumed(
+        &mut self,
+        name: Name,
+        mailbox: Mailbox,
+        inbox: Inbox,
+        handover: Handover,
+        call: Option<Name>,
+    ) {
         let token = self.take_seat(&name);
         let reply = ResumeReply {
             token: Some(&token),
@@ -206,14 +222,16 @@ impl Session {
         };
         self.login_reply(&name, reply).await;
         self.out.extend(handover.frames);
-        let user = User {
+        let mut user = User {
             json: protocol::json_string(name.as_str()),
             name,
             mailbox,
             inbox,
             call: handover.call,
         };
-        if let Some(peer) = user.call.peer() {
+        if handover.restored {
+            self.settle_call(&mut user, call).await;
+        } else if let Some(peer) = user.call.peer() {
             let frame = protocol::resumed_frame(&user.json);
             let _ = self
                 .ctx
@@ -364,6 +382,7 @@ impl Session {
     pub(super) async fn on_event(&mut self, user: &mut User, event: Event) {
         match event {
             Event::Notice(frame) => self.out.push(Message::Text(frame)),
+            Event::Rejoin { from } => self.on_rejoin(user, from).await,
             Event::Bounce {
                 from,
                 code,

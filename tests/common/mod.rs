@@ -26,6 +26,29 @@ pub struct Server {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     pub task: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The data directory made for this server, removed when it is dropped.
+    data: Option<TempDir>,
+}
+
+/// A directory of its own under the system's temporary directory, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("duet-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("make a data directory");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Server {
@@ -36,6 +59,10 @@ impl Server {
         let addr = listener.local_addr().expect("local addr");
         let mut config = Config::default_for(addr);
         config.rate_limit = 0.0;
+        // Resume keeps its key and held names in the data directory: one per server, so
+        // that tests do not hold each other's names (or write to the user's home).
+        let data = TempDir::new("data");
+        config.tls.data_dir = Some(data.0.clone());
         tweak(&mut config);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(duet::run(config, listener, async move {
@@ -45,6 +72,7 @@ impl Server {
             addr,
             stop: Some(stop),
             task: Some(task),
+            data: Some(data),
         }
     }
 

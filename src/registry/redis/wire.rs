@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Tags: `offer`, `answer`, `candidate`, `leave` or `leave/{reason}` (a signal),
-//! `bounce/{code}/{kind}`, `notice`, and `online`/`offline` (presence of `to`; no `from`).
+//! `bounce/{code}/{kind}`, `notice`, `rejoin` (no frame), and `online`/`offline` (presence of `to`; no `from`).
 
 use axum::extract::ws::Utf8Bytes;
 
@@ -75,6 +75,7 @@ pub fn encode_event(origin: &str, to: &Name, event: &Event) -> Vec<u8> {
             join(&tag, origin, to.as_str(), from.as_str(), "")
         }
         Event::Notice(frame) => join("notice", origin, to.as_str(), "", frame.as_str()),
+        Event::Rejoin { from } => join("rejoin", origin, to.as_str(), from.as_str(), ""),
     }
 }
 
@@ -143,6 +144,9 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             });
         }
         "notice" => Event::Notice(frame()),
+        "rejoin" => Event::Rejoin {
+            from: name("sender", from)?,
+        },
         _ if tag.starts_with("bounce/") => {
             let mut fields = tag.split('/').skip(1);
             let code = fields
@@ -242,6 +246,8 @@ mod tests {
             got,
             Event::Bounce { code: ErrorCode::Busy, request: SignalKind::Offer, ref from } if *from == n("x/y")
         ));
+        let got = roundtrip(Event::Rejoin { from: n("alice") });
+        assert!(matches!(got, Event::Rejoin { ref from } if *from == n("alice")));
         let got = roundtrip(Event::Notice("{\"type\":\"presence\"}".into()));
         assert!(matches!(got, Event::Notice(ref f) if f.as_str() == "{\"type\":\"presence\"}"));
         match decode(&encode_presence("n", &n("dave"), false)) {
