@@ -144,6 +144,53 @@ test(`gone for good: a closed tab is announced as ended after --resume-window ${
   await closeUser(carol);
 });
 
+test('server restart mid-call: SIGKILL, back within 5 s on the same port and data dir; the media never stops and the call comes back', async () => {
+  const server = await startServer();
+  const erin = await user(server, 'erin');
+  const frank = await user(server, 'frank');
+  await connect(erin, frank);
+  const frames = async () => Promise.all([erin, frank].map(async (u) => (await frameLog(u.page)).at(-1).n));
+
+  const killedAt = Date.now();
+  await server.kill();
+  for (const u of [erin, frank]) {
+    await u.page.waitForFunction(() => /reconnecting to the server/i.test(document.querySelector('#connection').textContent));
+  }
+  const before = await frames();
+  await sleep(2000);
+  const during = await frames();
+  for (const [i, u] of [erin, frank].entries()) {
+    // The fake camera sends 30 frames/s; a call that stopped would decode none.
+    assert.ok(during[i] - before[i] >= 20, `${u.name}: ${during[i] - before[i]} frames decoded in 2 s while the server was down`);
+    assert.equal((await state(u.page)).call, 'connected');
+  }
+  await server.start(); // same port, same data directory
+  const backAt = Date.now();
+  await Promise.all(
+    [erin, frank].map((u) =>
+      u.page.waitForFunction(() => document.querySelector('#connection').textContent === 'Connected' && window.duet.state.resumed >= 1, null, { timeout: 20_000 }),
+    ),
+  );
+  const resumedAt = Date.now();
+  await assertInCall(erin, frank);
+  const inCallAt = Date.now();
+  // Media never stopped: frames kept growing on the same connection through it all.
+  for (const u of [erin, frank]) {
+    const log = (await frameLog(u.page)).filter((e) => e.t >= killedAt);
+    assert.equal(new Set(log.map((e) => e.pc)).size, 1, `${u.name} changed connection`);
+    assert.equal(resumedAfterStall(log, killedAt, 1000), null, `${u.name}'s video stalled for a second or more`);
+  }
+  console.log(
+    `TIMING server restart: down ${backAt - killedAt} ms; both resumed ${resumedAt - backAt} ms and in the call ${inCallAt - backAt} ms after the server was back; media never stalled >= 1 s`,
+  );
+  // The call is known to the server again: a hang-up reaches the other side.
+  await frank.page.click('#hangUpBtn');
+  await waitCallState(erin.page, 'idle');
+  await waitStatus(erin.page, /frank hung up/);
+  await closeUser(erin);
+  await closeUser(frank);
+});
+
 /** The local and remote addresses of the connection's selected ICE candidate pair, and our ICE ufrag. */
 function selectedPath(page) {
   return page.evaluate(async () => {
