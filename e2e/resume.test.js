@@ -95,8 +95,11 @@ async function reloadAndRejoin(reloading, other) {
   ]);
   await assertInCall(reloading, other);
   assert.match(await reloading.page.textContent('#whoami'), new RegExp(`Signed in as ${reloading.name}`));
-  // The other side stayed in the call all along: never idle, never asked to accept.
+  // The other side stayed in the call all along: never idle, never asked to accept, and
+  // was told the peer was reconnecting.
   assert.deepEqual(await callStatesSince(other.page, t0), ['connected']);
+  const statuses = [...new Set((await frameLog(other.page)).filter((e) => e.t >= t0).map((e) => e.status))];
+  assert.ok(statuses.includes(`${reloading.name} is reconnecting…`), `${other.name} was not told: ${JSON.stringify(statuses)}`);
   assert.ok(!(await callStatesSince(reloading.page, loaded)).includes('incoming'));
   const s = await reloading.page.evaluate(() => ({ rejoins: window.duet.state.rejoins, resumed: window.duet.state.resumed }));
   assert.deepEqual(s, { rejoins: 1, resumed: 1 });

@@ -226,8 +226,9 @@ export function sentTracks(page) {
 
 /**
  * Record, every 100 ms from now on and across reloads of the page, the remote video's
- * decoded frame count of the page's current peer connection, with the call state:
- * window.__frameLog = [{t: Date.now(), pc: id of the connection (1, 2, ...), n, call}].
+ * decoded frame count of the page's current peer connection, with the call state and the
+ * status line: window.__frameLog = [{t: Date.now(), pc: id of the connection (1, 2, ...),
+ * n, call, status}].
  * Read it with frameLog(page).
  */
 export async function startFrameLog(page) {
@@ -253,7 +254,8 @@ export async function startFrameLog(page) {
           n = null;
         }
       }
-      window.__frameLog.push({ t: Date.now(), pc: pcId, n, call: s.call });
+      const status = document.querySelector('#callStatus')?.textContent ?? '';
+      window.__frameLog.push({ t: Date.now(), pc: pcId, n, call: s.call, status });
       if (window.__frameLog.length > 3000) window.__frameLog.splice(0, 1000);
     }, 100);
   };
