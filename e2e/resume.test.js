@@ -125,6 +125,43 @@ test('reload mid-call: the callee reloads, then the caller; both see video again
   await closeUser(bob);
 });
 
+test('the session moves to a duplicated tab: the call goes with it; the first tab stops and says so', async () => {
+  const server = await startServer();
+  const gina = await user(server, 'gina');
+  const hal = await user(server, 'hal');
+  await connect(gina, hal);
+  // "Duplicate tab" copies sessionStorage: the copy resumes hal's session with his token.
+  const saved = await hal.page.evaluate(() => sessionStorage.getItem('duet.session'));
+  const context = await browser.newContext({ viewport: { width: 1000, height: 900 } });
+  const copy = await context.newPage();
+  await copy.addInitScript((value) => {
+    if (!sessionStorage.getItem('duet.session')) sessionStorage.setItem('duet.session', value);
+  }, saved);
+  const t0 = Date.now();
+  await copy.goto(server.baseUrl);
+  const hal2 = { name: 'hal', page: copy, context, consoleLines: [] };
+  users.push(hal2);
+  await startFrameLog(copy);
+  // The first tab is closed with 4000 and stays down.
+  await hal.page.waitForFunction(() => window.duet.state.replaced === true, null, { timeout: 10_000 });
+  await waitStatus(hal.page, /moved to another tab or device/);
+  assert.equal(await hal.page.textContent('#connection'), 'Signed in elsewhere');
+  assert.equal((await state(hal.page)).call, 'idle');
+  // The call goes on with the copy, no Accept, no sign-in form.
+  const [a, b] = await Promise.all([waitFramesGrow(copy, { sinceMs: t0 }), waitFramesGrow(gina.page, { sinceMs: t0 })]);
+  await assertInCall(gina, hal2);
+  console.log(`TIMING takeover by a duplicated tab: frames again ${Math.max(a, b) - t0} ms after it opened`);
+  await sleep(2000);
+  assert.equal((await state(hal.page)).signaling, 'down', 'the first tab reconnected and took the session back');
+  await waitStatus(hal.page, /moved to another tab or device/, 100);
+  assert.equal(await hal.page.evaluate(() => sessionStorage.getItem('duet.session')), null);
+  await copy.click('#hangUpBtn');
+  await waitStatus(gina.page, /hal hung up/);
+  await closeUser(hal2);
+  await closeUser(hal);
+  await closeUser(gina);
+});
+
 test(`gone for good: a closed tab is announced as ended after --resume-window ${RESUME_WINDOW_S}s, not before`, async () => {
   const server = await startServer(['--resume-window', `${RESUME_WINDOW_S}s`]);
   const carol = await user(server, 'carol');
