@@ -411,3 +411,22 @@ test('in a call the timer and stats tick; once it ends they stop, and a late sam
   assert.equal(pc.statsRequests, 2, 'no sampling after the call');
   assert.equal(ui.timer, null, 'the timer is not shown again');
 });
+
+test('Sign in pressed while the server is out of reach: the retries keep saying so', async () => {
+  FakeWebSocket.instances = [];
+  ui = fakeUi();
+  app = new App({ signaling: new Signaling('ws://t/ws', { WebSocketImpl: FakeWebSocket, delay: () => 5 }), ui, openMedia: async () => ({ stream: null }), log: () => {} });
+  app.start();
+  FakeWebSocket.instances[0].serverOpen();
+  FakeWebSocket.instances[0].serverClose(1006);
+  ui.handlers.login('dave');
+  assert.match(ui.loginStatus, /not connected/i);
+  await new Promise((ok) => setTimeout(ok, 10));
+  FakeWebSocket.instances.at(-1).serverClose(1006); // the retry fails too
+  assert.match(ui.loginStatus, /not connected to the server yet; retrying/i);
+  await new Promise((ok) => setTimeout(ok, 10));
+  FakeWebSocket.instances.at(-1).serverOpen();
+  assert.equal(ui.loginStatus, 'Reconnected to the server.');
+  ui.handlers.login('dave');
+  assert.deepEqual(FakeWebSocket.instances.at(-1).sent, [{ type: 'login', name: 'dave', resume: true }]);
+});

@@ -66,6 +66,8 @@ export class App {
   #counts = { resumes: 0, resumed: 0, rejoins: 0, iceRestarts: 0 };
   /** Name sent in a login not yet answered. */
   #pendingLogin = null;
+  /** The user pressed Sign in while the server was out of reach (the retry texts keep saying so). */
+  #triedOffline = false;
   #reloginAttempt = 0;
   #reloginTimer = null;
   #iceServers = [];
@@ -161,6 +163,7 @@ export class App {
       return;
     }
     if (!this.#signaling.isOpen) {
+      this.#triedOffline = true;
       this.#ui.setLoginStatus('Not connected to the server yet; retrying, try again in a moment.', 'error');
       return;
     }
@@ -241,6 +244,7 @@ export class App {
       this.#reloginAttempt = 0;
       this.#relogin();
     } else {
+      this.#triedOffline = false;
       this.#ui.setConnection('Connected', 'ok');
       if (reconnect) this.#ui.setLoginStatus('Reconnected to the server.', 'ok');
     }
@@ -270,9 +274,11 @@ export class App {
       this.#ui.setConnection(`Reconnecting to the server… (next try in ${seconds} s)`, 'error');
       return;
     }
-    const text = everOpened
-      ? `Lost the connection to the server; reconnecting in ${seconds} s…`
-      : `Cannot reach the server; retrying in ${seconds} s…`;
+    const text = this.#triedOffline
+      ? `Not connected to the server yet; retrying in ${seconds} s. Sign in once it is back.`
+      : everOpened
+        ? `Lost the connection to the server; reconnecting in ${seconds} s…`
+        : `Cannot reach the server; retrying in ${seconds} s…`;
     this.#ui.setConnection(everOpened ? 'Reconnecting…' : 'Offline', 'error');
     this.#ui.setLoginStatus(text, 'error');
     this.#ui.setLoginBusy(false);
