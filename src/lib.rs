@@ -88,6 +88,7 @@ pub async fn registry_for(config: &Config) -> anyhow::Result<Registry> {
         prefix: config.redis_prefix.clone(),
         node_id: config.node_id.clone(),
         presence,
+        resume_window: config.resume_window,
     };
     Ok(Registry::Redis(RedisRegistry::start(options).await?))
 }

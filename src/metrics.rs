@@ -42,6 +42,14 @@ pub struct Metrics {
     pub pong_timeouts: AtomicU64,
     /// Sessions closed for persistently exceeding the rate limit.
     pub rate_limit_closes: AtomicU64,
+    /// Logins carrying a resume token (with resume on).
+    pub resume_attempts: AtomicU64,
+    /// Of those, the ones that took back a held or connected session.
+    pub resumes: AtomicU64,
+    /// Of those, the ones refused with `invalid-token`.
+    pub resumes_refused: AtomicU64,
+    /// Held names freed because the resume window passed without a resume.
+    pub resumes_expired: AtomicU64,
     /// For the uptime and start-time gauges.
     started: Started,
 }
@@ -109,6 +117,12 @@ impl Metrics {
             slow_consumers: self.slow_consumers.load(Relaxed),
             pong_timeouts: self.pong_timeouts.load(Relaxed),
             rate_limit_closes: self.rate_limit_closes.load(Relaxed),
+            resume: [
+                self.resume_attempts.load(Relaxed),
+                self.resumes.load(Relaxed),
+                self.resumes_refused.load(Relaxed),
+                self.resumes_expired.load(Relaxed),
+            ],
             relayed: SignalKind::ALL
                 .map(|kind| (kind.as_str(), self.relayed[kind_index(kind)].load(Relaxed))),
             errors: ErrorCode::ALL
@@ -190,6 +204,8 @@ struct Scrape {
     slow_consumers: u64,
     pong_timeouts: u64,
     rate_limit_closes: u64,
+    /// Attempted, succeeded, refused, expired.
+    resume: [u64; 4],
     relayed: [(&'static str, u64); SignalKind::ALL.len()],
     errors: [(&'static str, u64); ErrorCode::ALL.len()],
     process: Process,
@@ -303,6 +319,31 @@ impl Collector for Scrape {
             "Connections closed for persistently exceeding the rate limit.",
             self.rate_limit_closes,
         )?;
+        let [attempts, resumes, refused, expired] = self.resume;
+        counter(
+            e,
+            "duet_resume_attempts",
+            "Logins carrying a resume token.",
+            attempts,
+        )?;
+        counter(
+            e,
+            "duet_resumes",
+            "Logins that took back a held (or still connected) session with its token.",
+            resumes,
+        )?;
+        counter(
+            e,
+            "duet_resumes_refused",
+            "Logins refused with invalid-token (the name stayed held).",
+            refused,
+        )?;
+        counter(
+            e,
+            "duet_resumes_expired",
+            "Held names freed because the resume window passed without a resume.",
+            expired,
+        )?;
         counter_family(
             e,
             "duet_messages_relayed",
@@ -394,6 +435,8 @@ mod tests {
             "# TYPE duet_logins_total counter",
             "duet_logins_total 3",
             "duet_connections_refused_total 0",
+            "duet_resume_attempts_total 0",
+            "# TYPE duet_resumes_expired_total counter",
             "duet_messages_relayed_total{type=\"offer\"} 1",
             "duet_errors_total{code=\"busy\"} 0",
             "# TYPE duet_uptime_seconds gauge",

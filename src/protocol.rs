@@ -659,6 +659,23 @@ pub fn resumed_frame(peer_json: &str) -> String {
     format!("{{\"type\":\"resumed\",\"name\":{peer_json}}}")
 }
 
+/// The kind and sender of a relayed frame (from [`relay_frame`]); `None` for anything
+/// else, a `leave` included (a hang-up needs no answer).
+pub fn relayed_kind_and_sender(frame: &str) -> Option<(SignalKind, Name)> {
+    #[derive(Deserialize)]
+    struct Relayed<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+    }
+    let relayed: Relayed<'_> = serde_json::from_str(frame).ok()?;
+    let kind = [SignalKind::Offer, SignalKind::Answer, SignalKind::Candidate]
+        .into_iter()
+        .find(|k| k.as_str() == relayed.kind)?;
+    Some((kind, Name::parse(&relayed.name).ok()?))
+}
+
 /// Whether `frame` is a presence update (which a held session need not keep: the roster in
 /// the resumed login reply replaces them all).
 pub fn is_presence_frame(frame: &str) -> bool {

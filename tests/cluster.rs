@@ -145,6 +145,10 @@ struct ChildNode {
 
 impl ChildNode {
     async fn start(redis_url: &str, lease: Duration) -> ChildNode {
+        ChildNode::start_with(redis_url, lease, &[]).await
+    }
+
+    async fn start_with(redis_url: &str, lease: Duration, extra: &[&str]) -> ChildNode {
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let data = TempDir::new("node");
         let child = Command::new(env!("CARGO_BIN_EXE_duet"))
@@ -153,6 +157,7 @@ impl ChildNode {
             .arg(&data.0)
             .args(["--redis-lease", &format!("{}ms", lease.as_millis())])
             .args(["--node-id", "victim", "--rate-limit", "0"])
+            .args(extra)
             .env("DUET_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -474,4 +479,148 @@ async fn hung_redis_does_not_hang_sessions() {
     for node in &mut cluster.nodes {
         node.shutdown().await.expect("node stopped cleanly");
     }
+}
+
+/// A resumable login of `name` on `c`; returns its token.
+async fn resumable(c: &mut Client, name: &str) -> String {
+    c.send(json!({"type": "login", "name": name, "resume": true}))
+        .await;
+    let reply = c.recv_type("login").await;
+    assert_eq!(reply["success"], true, "{reply}");
+    reply["resumeToken"].as_str().expect("a token").to_owned()
+}
+
+/// The next message that is not presence.
+async fn next(c: &mut Client) -> Value {
+    loop {
+        let v = c.recv().await;
+        if v["type"] != "presence" {
+            return v;
+        }
+    }
+}
+
+/// The callee's node dies mid-call; the callee resumes on another node from Redis (name,
+/// call) and the call goes on across nodes; the caller heard `reconnecting`, then
+/// `resumed`. Meanwhile the name is held against strangers on every node.
+#[tokio::test]
+async fn a_callee_whose_node_died_resumes_on_another_node() {
+    logs();
+    const SECRET: &str = "the same on every node";
+    let redis = RedisServer::start().await;
+    let lease = Duration::from_secs(1);
+    let cluster = Cluster::redis(2, &redis.url(), |c| {
+        c.redis_lease = lease;
+        c.resume_secret = Some(SECRET.into());
+    })
+    .await;
+    let mut victim = ChildNode::start_with(&redis.url(), lease, &["--resume-secret", SECRET]).await;
+    let mut alice = cluster.client(0).await;
+    resumable(&mut alice, "r-alice").await;
+    let mut bob = Client::connect(&victim.url()).await;
+    let token = resumable(&mut bob, "r-bob").await;
+    connect_call(&mut alice, "r-alice", &mut bob, "r-bob").await;
+
+    victim.kill();
+    let killed = Instant::now();
+    drop(bob);
+    let notice = recv_type_within(&mut alice, "reconnecting", lease * 4).await;
+    assert_eq!(notice["name"], "r-bob");
+    let noticed = killed.elapsed();
+    // The name outlived its node: no stranger gets it, on any node.
+    for i in 0..2 {
+        let mut stranger = cluster.client(i).await;
+        let reply = stranger.login("r-bob").await;
+        assert_eq!(reply["code"], "name-taken", "node {i}: {reply}");
+        assert!(
+            reply["message"].as_str().unwrap_or("").contains("reserved"),
+            "{reply}"
+        );
+    }
+    // Nor with another token.
+    let mut forger = cluster.client(1).await;
+    forger
+        .send(json!({"type": "login", "name": "r-bob", "resumeToken": format!("{token}x")}))
+        .await;
+    assert_eq!(forger.recv_type("login").await["code"], "invalid-token");
+
+    let mut bob = cluster.client(1).await;
+    bob.send(json!({"type": "login", "name": "r-bob", "resumeToken": token, "call": "r-alice"}))
+        .await;
+    let reply = bob.recv_type("login").await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    assert_eq!(
+        next(&mut bob).await,
+        json!({"type": "resumed", "name": "r-alice"})
+    );
+    assert_eq!(
+        next(&mut alice).await,
+        json!({"type": "resumed", "name": "r-bob"})
+    );
+    let resumed = killed.elapsed();
+    eprintln!(
+        "node SIGKILLed: reconnecting after {noticed:?}, resumed on another node after {resumed:?}"
+    );
+
+    // The call goes on across the two nodes: renegotiation both ways, candidates, hang-up.
+    bob.send(json!({"type": "offer", "name": "r-alice", "offer": offer_payload()}))
+        .await;
+    assert_eq!(next(&mut alice).await["type"], "offer");
+    alice
+        .send(json!({"type": "answer", "name": "r-bob", "answer": answer_payload()}))
+        .await;
+    assert_eq!(next(&mut bob).await["type"], "answer");
+    alice
+        .send(json!({"type": "candidate", "name": "r-bob", "candidate": candidate_payload(1)}))
+        .await;
+    assert_eq!(next(&mut bob).await["candidate"], candidate_payload(1));
+    bob.send(json!({"type": "candidate", "name": "r-alice", "candidate": candidate_payload(2)}))
+        .await;
+    assert_eq!(next(&mut alice).await["candidate"], candidate_payload(2));
+    // Several leases later, the watchdog has not mistaken the move for a departure.
+    alice.silent_for(lease * 2).await;
+    bob.send(json!({"type": "leave"})).await;
+    let leave = next(&mut alice).await;
+    assert_eq!(
+        leave,
+        json!({"type": "leave", "name": "r-bob", "reason": "hangup"})
+    );
+}
+
+/// A held name on a live node is taken over by a resume on another node: the old node
+/// drops its session (close 4000 there) without ending the call.
+#[tokio::test]
+async fn a_resume_on_another_node_takes_the_session_over() {
+    logs();
+    let redis = RedisServer::start().await;
+    let mut cluster = Cluster::redis(2, &redis.url(), |c| c.resume_secret = Some("s".into())).await;
+    let mut alice = cluster.client(0).await;
+    resumable(&mut alice, "t-alice").await;
+    let mut bob = cluster.client(0).await;
+    let token = resumable(&mut bob, "t-bob").await;
+    connect_call(&mut alice, "t-alice", &mut bob, "t-bob").await;
+    // bob's link moved: the old connection still looks alive to node 0.
+    let mut bob2 = cluster.client(1).await;
+    bob2.send(json!({"type": "login", "name": "t-bob", "resumeToken": token, "call": "t-alice"}))
+        .await;
+    let reply = bob2.recv_type("login").await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    assert_eq!(bob.closed().await, Some(4000));
+    assert_eq!(
+        next(&mut alice).await,
+        json!({"type": "resumed", "name": "t-bob"})
+    );
+    assert_eq!(
+        next(&mut bob2).await,
+        json!({"type": "resumed", "name": "t-alice"})
+    );
+    alice.send(json!({"type": "leave"})).await;
+    assert_eq!(next(&mut bob2).await["type"], "leave");
+    // The old token was spent by the resume.
+    let mut again = cluster.client(0).await;
+    again
+        .send(json!({"type": "login", "name": "t-bob", "resumeToken": token}))
+        .await;
+    assert_eq!(again.recv_type("login").await["code"], "invalid-token");
+    cluster.shutdown().await;
 }

@@ -111,6 +111,24 @@ async fn after_the_window_the_peer_gets_leave_and_the_name_is_free() {
     assert_eq!(reply["resumed"], false, "{reply}");
     a2.send(json!({"type": "leave"})).await;
     assert_eq!(a2.recv_type("error").await["code"], "not-in-call");
+    assert_metrics(
+        &server,
+        &[
+            "duet_resume_attempts_total 1",
+            "duet_resumes_total 0",
+            "duet_resumes_expired_total 1",
+        ],
+    )
+    .await;
+}
+
+/// Asserts every one of `lines` is on the server's /metrics page.
+async fn assert_metrics(server: &Server, lines: &[&str]) {
+    let (status, body) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    for line in lines {
+        assert!(body.lines().any(|l| l == *line), "no `{line}` in\n{body}");
+    }
 }
 
 #[tokio::test]
@@ -218,6 +236,16 @@ async fn wrong_tokens_are_refused_and_the_name_stays_held() {
     // Still held for its owner.
     let (_a2, reply) = resume_with(&server, "alice", &token).await;
     assert_eq!(reply["resumed"], true, "{reply}");
+    assert_metrics(
+        &server,
+        &[
+            "duet_resume_attempts_total 5",
+            "duet_resumes_refused_total 4",
+            "duet_resumes_total 1",
+            "duet_resumes_expired_total 0",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ fuzz_target!(|bytes: &[u8]| {
             name,
             online,
         } => wire::encode_presence(origin, name, *online),
+        Message::Dropped { origin, name } => wire::encode_dropped(origin, name),
     };
     let again = wire::decode(&encoded).expect("an encoded message decodes");
     assert_eq!(

@@ -36,6 +36,9 @@ pub enum Event {
     /// another node) and names the receiver as its call peer: the receiver confirms the
     /// call (`resumed`/`reconnecting` back) or ends it (`leave`).
     Rejoin { from: Name },
+    /// The name was resumed on another node: this session ends quietly (close 4000), for
+    /// the session lives on there. Made by the subscription, never sent by a session.
+    Replaced,
 }
 
 /// The receiving end of a mailbox.
@@ -114,6 +117,9 @@ pub fn fan_out_presence<'a>(
 pub enum ClaimError {
     #[error("the name is already in use")]
     Taken,
+    /// Held for its owner to resume (on any node of the cluster).
+    #[error("the name is held for its connection to resume")]
+    Reserved,
     #[error("the registry is unavailable: {0}")]
     Unavailable(String),
 }

@@ -14,6 +14,17 @@ pub mod redis;
 
 pub use mailbox::{ClaimError, DeliverError, Event, Inbox, Mailbox, Roster, SendError};
 
+/// What a [`Registry::take_over`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeOver {
+    /// The name is this session's now.
+    TookOver,
+    /// Nothing holds the name for a resume: a normal login.
+    NotHeld,
+    /// Held for a resume, with another token (an earlier one).
+    Stale,
+}
+
 use crate::presence::Presence;
 use crate::protocol::Name;
 
@@ -35,11 +46,53 @@ impl Registry {
         }
     }
 
-    /// Frees `name` if it is still held by `mailbox`'s connection.
-    pub async fn release(&self, name: &Name, mailbox: &Mailbox) {
+    /// Claims `name`, held for a resume with the token id `id`, for the session that
+    /// holds it here (a name a restarted node holds from its table).
+    pub async fn claim_held(
+        &self,
+        name: &Name,
+        mailbox: &Mailbox,
+        id: &[u8; 16],
+    ) -> Result<(), ClaimError> {
+        match self {
+            Registry::Memory(r) => r.claim(name, mailbox),
+            Registry::Redis(r) => r.claim_with(name, mailbox, Some(id)).await,
+        }
+    }
+
+    /// `name` (claimed here) is resumable with the token id `id`: in a cluster, any node
+    /// can then take it over with that token ([`Registry::take_over`]), and no plain
+    /// login takes the name until the resume window after its node stopped holding it.
+    pub async fn set_resumable(&self, name: &Name, id: &[u8; 16]) {
+        match self {
+            Registry::Memory(_) => {}
+            Registry::Redis(r) => r.set_resumable(name, id).await,
+        }
+    }
+
+    /// A resume of `name` that found nothing held on this node: in a cluster, takes the
+    /// name over from wherever it is held (or from a dead node) when `old` is its latest
+    /// token id, `new` becoming the latest. The node that held it drops its session.
+    pub async fn take_over(
+        &self,
+        name: &Name,
+        old: &[u8; 16],
+        new: &[u8; 16],
+        mailbox: &Mailbox,
+    ) -> Result<TakeOver, ClaimError> {
+        match self {
+            Registry::Memory(_) => Ok(TakeOver::NotHeld),
+            Registry::Redis(r) => r.take_over(name, old, new, mailbox).await,
+        }
+    }
+
+    /// Frees `name` if it is still held by `mailbox`'s connection. `keep_resume`: the
+    /// server is shutting down, and in a cluster the name stays held for a resume on
+    /// another node.
+    pub async fn release(&self, name: &Name, mailbox: &Mailbox, keep_resume: bool) {
         match self {
             Registry::Memory(r) => r.release(name, mailbox),
-            Registry::Redis(r) => r.release(name, mailbox).await,
+            Registry::Redis(r) => r.release(name, mailbox, keep_resume).await,
         }
     }
 
@@ -104,6 +157,12 @@ impl Registry {
             Registry::Memory(_) => {}
             Registry::Redis(r) => r.set_peer(me, peer),
         }
+    }
+
+    /// Whether names are shared with other nodes (a resume may find its name held on
+    /// another one).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Registry::Redis(_))
     }
 
     /// The presence policy this registry applies.

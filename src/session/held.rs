@@ -103,15 +103,21 @@ impl Session {
                 event = recv(&self.user) => {
                     if let (Some(event), Some(mut user)) = (event, self.user.take()) {
                         self.held_event(&mut user, *event).await;
-                        while let Ok(event) = user.inbox.try_recv() {
+                        while self.end.is_none() && let Ok(event) = user.inbox.try_recv() {
                             self.held_event(&mut user, *event).await;
                         }
                         self.user = Some(user);
+                    }
+                    if self.end == Some(End::Replaced) {
+                        self.replaced_elsewhere();
+                        return Held::HandedOver;
                     }
                 }
                 () = &mut timer => {
                     let now = Instant::now();
                     if now >= deadline {
+                        self.ctx.metrics.resumes_expired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        info!(id = self.id, name = %shown(&user_name(&self.user)), "resume window over; name freed");
                         return Held::Over { tell_peer: true };
                     }
                     Box::pin(self.check_ring_timeout(now)).await;
@@ -169,6 +175,38 @@ impl Session {
         true
     }
 
+    /// The name was resumed on another node, which took it over in the registry: ends
+    /// without a word to the call peer (the call goes on there). Kept frames cannot
+    /// follow: their senders are told they were not delivered.
+    pub(super) fn replaced_elsewhere(&mut self) {
+        let Some(mut user) = self.user.take() else {
+            return;
+        };
+        if let Some(seat) = self.seat.take() {
+            self.ctx.resume.leave(&user.name, &seat);
+        }
+        let kept: Vec<Message> = self.out.drain(..).collect();
+        let ctx = self.ctx.clone();
+        let me = user.name.clone();
+        // The gauge of calls: this side of the call now counts on the other node.
+        self.set_call(&mut user, super::call::Call::Idle);
+        info!(id = self.id, name = %shown(&me), kept = kept.len(), "resumed on another node; session dropped here");
+        tokio::spawn(async move {
+            for frame in kept {
+                let Message::Text(text) = frame else { continue };
+                let Some((kind, from)) = protocol::relayed_kind_and_sender(&text) else {
+                    continue;
+                };
+                let bounce = Event::Bounce {
+                    from: me.clone(),
+                    code: ErrorCode::DeliveryFailed,
+                    request: kind,
+                };
+                let _ = ctx.registry.send(&from, bounce).await;
+            }
+        });
+    }
+
     /// One event for a held session: handled as when connected, unless it does not fit.
     async fn held_event(&mut self, user: &mut User, event: Event) {
         let size = match &event {
@@ -178,6 +216,10 @@ impl Session {
             Event::Bounce { .. } => 256,
             // A `resumed` notice for our client, which always fits: it restores a call.
             Event::Rejoin { .. } => 0,
+            Event::Replaced => {
+                self.end = Some(End::Replaced);
+                return;
+            }
         };
         let is_leave = matches!(
             event,
@@ -215,6 +257,12 @@ impl Session {
             }
         }
     }
+}
+
+fn user_name(user: &Option<User>) -> String {
+    user.as_ref()
+        .map(|u| u.name.to_string())
+        .unwrap_or_default()
 }
 
 /// Waits for a takeover of our seat, or forever without one.

@@ -196,7 +196,7 @@ impl Restored {
 pub async fn restore(ctx: Arc<Context>, id: u64, row: store::Row) -> Option<Restored> {
     let kick = ctx.shutdown.child_token();
     let (mailbox, inbox) = crate::registry::Mailbox::new(ctx.config.queue_capacity, kick.clone());
-    if let Err(e) = ctx.registry.claim(&row.name, &mailbox).await {
+    if let Err(e) = ctx.registry.claim_held(&row.name, &mailbox, &row.id).await {
         info!(id, name = %shown(&row.name), error = ?e, "not holding a name from the last run: it is taken");
         return None;
     }
@@ -234,6 +234,8 @@ impl Session {
         let end = self.serve(&mut socket).await;
         drop(socket);
         if end == End::Replaced {
+            // Handed over here, or (with the user still ours) resumed on another node.
+            self.replaced_elsewhere();
             return;
         }
         if self.holds(end) {
@@ -478,7 +480,11 @@ impl Session {
         };
         // Released before the peer is told, so that a peer reacting to the `leave` already
         // finds the name free (with Redis, release is a round trip of its own).
-        self.ctx.registry.release(&user.name, &user.mailbox).await;
+        // A server shutting down keeps the name held for a resume on another node.
+        self.ctx
+            .registry
+            .release(&user.name, &user.mailbox, !tell_peer)
+            .await;
         self.bounce_unread(&user).await;
         if let Some(peer) = user.call.peer().cloned() {
             self.set_call(&mut user, Call::Idle);

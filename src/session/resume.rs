@@ -268,7 +268,11 @@ impl Resume {
 
     /// A seat for `name`, just logged in (or resumed) here, and the token that takes it.
     pub fn seat(&self, name: &Name) -> (String, Seat) {
-        let id: [u8; ID_LEN] = rand::random();
+        self.seat_with(name, rand::random())
+    }
+
+    /// [`Resume::seat`] with the token id `id` (one already recorded in the cluster).
+    pub fn seat_with(&self, name: &Name, id: [u8; ID_LEN]) -> (String, Seat) {
         let claims = Claims {
             expires: unix_now() + TOKEN_LIFETIME.as_secs(),
             id,
@@ -318,6 +322,16 @@ impl Resume {
             }
             _ => false,
         }
+    }
+
+    /// The id in `token` if it is a good token for `name` (signed by us, not expired); for
+    /// a resume that finds nothing held here, to try elsewhere in the cluster.
+    pub fn verify(&self, name: &Name, token: &str) -> Result<[u8; ID_LEN], TokenError> {
+        let claims = self.key.verify(token, unix_now())?;
+        if claims.name != name.as_str() {
+            return Err(TokenError::OtherName);
+        }
+        Ok(claims.id)
     }
 
     /// A login for `name` with `token`; `mailbox` is the new connection's.

@@ -13,12 +13,12 @@ use tracing::{debug, info, warn};
 
 use super::Session;
 use super::call::{self, Bounced, Call, Incoming, Refusal};
-use super::resume::{Handover, Take};
+use super::resume::{Handover, Take, TokenError};
 use crate::logging::shown;
 use crate::protocol::{
     self, ErrorCode, LeaveReason, Name, NameError, Request, ResumeReply, SignalKind, Target,
 };
-use crate::registry::{ClaimError, Event, Inbox, Mailbox, SendError};
+use crate::registry::{ClaimError, Event, Inbox, Mailbox, SendError, TakeOver};
 
 /// Events taken from the inbox in one go before the socket is flushed: batches writes under
 /// load without letting one busy sender starve the client's own frames for long.
@@ -117,19 +117,10 @@ impl Session {
         let resumable = !window.is_zero() && (resume || token.is_some());
         let (mailbox, inbox) = Mailbox::new(self.ctx.config.queue_capacity, self.kick.clone());
         if let Some(token) = token.filter(|_| resumable) {
-            match self.ctx.resume.take(&name, token, &mailbox) {
-                Take::NotHeld => {}
-                Take::Refused(why) => {
-                    info!(id = self.id, name = %shown(&name), %why, "resume refused");
-                    let message = format!(
-                        "The resume token cannot take back \"{name}\": {why}. The name stays \
-                         reserved for its own connection to reconnect for up to {}; log in \
-                         without a token under another name, or try again later.",
-                        humantime::format_duration(window)
-                    );
-                    self.login_failed(ErrorCode::InvalidToken, &message);
-                    return;
-                }
+            self.ctx.metrics.resume_attempts.fetch_add(1, Relaxed);
+            let refused = match self.ctx.resume.take(&name, token, &mailbox) {
+                Take::NotHeld => None,
+                Take::Refused(why) => Some(why),
                 Take::Taking(answer) => {
                     // An owner that cannot hand over (its name was no longer its own)
                     // drops the answer: then this is a normal login.
@@ -137,13 +128,45 @@ impl Session {
                         self.resumed(name, mailbox, inbox, handover, call).await;
                         return;
                     }
+                    None
                 }
+            };
+            // Not held here: in a cluster, perhaps on another node (or one that died).
+            let refused = match refused {
+                Some(why) => Some(why),
+                None => match self.resume_elsewhere(&name, token, &mailbox).await {
+                    Ok(Some(id)) => {
+                        let handover = Handover {
+                            call: Call::Idle,
+                            frames: Vec::new(),
+                            restored: true,
+                        };
+                        self.resumed_with(name, mailbox, inbox, handover, call, Some(id))
+                            .await;
+                        return;
+                    }
+                    Ok(None) => None,
+                    Err(why) => Some(why),
+                },
+            };
+            if let Some(why) = refused {
+                self.resume_refused(&name, why);
+                return;
             }
         }
         match self.ctx.registry.claim(&name, &mailbox).await {
             Ok(()) => {}
-            Err(ClaimError::Taken) => {
-                let message = if self.ctx.resume.is_held(&name) {
+            // Held on another node for a token this one is not (one that takes nothing
+            // over there): refused as a held name here refuses it.
+            Err(ClaimError::Reserved) if resumable && token.is_some() => {
+                let why = token
+                    .and_then(|t| self.ctx.resume.verify(&name, t).err())
+                    .unwrap_or(TokenError::Stale);
+                self.resume_refused(&name, why);
+                return;
+            }
+            Err(e @ (ClaimError::Taken | ClaimError::Reserved)) => {
+                let message = if e == ClaimError::Reserved || self.ctx.resume.is_held(&name) {
                     format!(
                         "The name \"{name}\" is reserved for up to {} for its connection to \
                          reconnect; choose another or try again later.",
@@ -166,7 +189,10 @@ impl Session {
         }
         // A token that found nothing held: a normal login, and the client is told so.
         let resumed = (resumable && token.is_some()).then_some(false);
-        let token = resumable.then(|| self.take_seat(&name));
+        let token = match resumable {
+            true => Some(self.take_seat(&name, None).await),
+            false => None,
+        };
         let reply = ResumeReply {
             token: token.as_deref(),
             resumed,
@@ -183,11 +209,57 @@ impl Session {
         });
     }
 
-    /// Takes a seat for `name` (now ours) and returns its token.
-    fn take_seat(&mut self, name: &Name) -> String {
-        let (token, seat) = self.ctx.resume.seat(name);
+    fn resume_refused(&mut self, name: &Name, why: TokenError) {
+        self.ctx.metrics.resumes_refused.fetch_add(1, Relaxed);
+        info!(id = self.id, name = %shown(name), %why, "resume refused");
+        let message = format!(
+            "The resume token cannot take back \"{name}\": {why}. The name stays reserved \
+             for its own connection to reconnect for up to {}; log in without a token \
+             under another name, or try again later.",
+            humantime::format_duration(self.ctx.config.resume_window)
+        );
+        self.login_failed(ErrorCode::InvalidToken, &message);
+    }
+
+    /// Takes a seat for `name` (now ours) and returns its token. `id`: the token id the
+    /// cluster already has for it (a resume taken over from another node); otherwise a
+    /// new one, recorded in the cluster.
+    async fn take_seat(&mut self, name: &Name, id: Option<[u8; 16]>) -> String {
+        let (token, seat) = match id {
+            Some(id) => self.ctx.resume.seat_with(name, id),
+            None => self.ctx.resume.seat(name),
+        };
+        if id.is_none() {
+            self.ctx.registry.set_resumable(name, &seat.id).await;
+        }
         self.seat = Some(seat);
         token
+    }
+
+    /// A resume that found nothing held here: takes the name over from the node that
+    /// holds it (or held it, and died). `Ok(Some(id))`: taken, with `id` as the new
+    /// token's; `Ok(None)`: held nowhere, a normal login; `Err`: held for another token.
+    async fn resume_elsewhere(
+        &mut self,
+        name: &Name,
+        token: &str,
+        mailbox: &Mailbox,
+    ) -> Result<Option<[u8; 16]>, TokenError> {
+        if !self.ctx.registry.is_cluster() {
+            return Ok(None);
+        }
+        // A token that is not good for this name anyway is a normal login, as on one node.
+        let Ok(old) = self.ctx.resume.verify(name, token) else {
+            return Ok(None);
+        };
+        let new: [u8; 16] = rand::random();
+        match self.ctx.registry.take_over(name, &old, &new, mailbox).await {
+            Ok(TakeOver::TookOver) => Ok(Some(new)),
+            Ok(TakeOver::Stale) => Err(TokenError::Stale),
+            Ok(TakeOver::NotHeld) => Ok(None),
+            // The normal claim that follows says what is wrong.
+            Err(_) => Ok(None),
+        }
     }
 
     async fn login_reply(&mut self, name: &Name, resume: ResumeReply<'_>) {
@@ -215,7 +287,22 @@ impl Session {
         handover: Handover,
         call: Option<Name>,
     ) {
-        let token = self.take_seat(&name);
+        self.resumed_with(name, mailbox, inbox, handover, call, None)
+            .await;
+    }
+
+    /// [`Session::resumed`], with the new token's id when the cluster already has it.
+    async fn resumed_with(
+        &mut self,
+        name: Name,
+        mailbox: Mailbox,
+        inbox: Inbox,
+        handover: Handover,
+        call: Option<Name>,
+        id: Option<[u8; 16]>,
+    ) {
+        self.ctx.metrics.resumes.fetch_add(1, Relaxed);
+        let token = self.take_seat(&name, id).await;
         let reply = ResumeReply {
             token: Some(&token),
             resumed: Some(true),
@@ -383,6 +470,7 @@ impl Session {
         match event {
             Event::Notice(frame) => self.out.push(Message::Text(frame)),
             Event::Rejoin { from } => self.on_rejoin(user, from).await,
+            Event::Replaced => self.end = Some(super::End::Replaced),
             Event::Bounce {
                 from,
                 code,

@@ -17,9 +17,10 @@ use super::error::Error;
 use super::keys::USERS_SUFFIX;
 use super::lua;
 use super::node::Node;
-use super::peers::{Watch, peer_left};
+use super::peers::{Verdict, Watch, peer_left};
 use super::reply::{exact_name, int, strings, values};
-use crate::protocol::Name;
+use crate::protocol::{self, Name};
+use crate::registry::mailbox::Event;
 
 /// Names refreshed (and peers looked up) per script or command, so that none blocks Redis
 /// for long.
@@ -35,8 +36,9 @@ struct Found {
     reasserted: Vec<Name>,
     /// Nodes of presence-announced users whose liveness key is gone.
     dead: HashSet<Arc<str>>,
-    /// Each watched (local user, peer) with the node holding the peer's name, if any.
-    peers: Vec<(Name, Name, Option<String>)>,
+    /// Each watched (local user, peer) with the node holding the peer's name, if any,
+    /// and whether the peer's name is held for a resume.
+    peers: Vec<(Name, Name, Option<String>, bool)>,
 }
 
 impl Node {
@@ -78,13 +80,14 @@ impl Node {
 
     /// One heartbeat: one pipeline, one round trip.
     async fn beat(&self) -> Result<(), Error> {
-        let (names, unreleased, nodes, watches) = {
+        let (names, unreleased, nodes, watches, resumable) = {
             let local = self.local();
             (
                 local.users.keys().cloned().collect::<Vec<_>>(),
                 local.unreleased.iter().cloned().collect::<Vec<_>>(),
                 local.remote_present.keys().cloned().collect::<Vec<_>>(),
                 local.peers.snapshot(),
+                local.resumable.iter().cloned().collect::<Vec<_>>(),
             )
         };
         let rebuild = self.rebuild.swap(false, Relaxed);
@@ -92,14 +95,22 @@ impl Node {
         let keys = &self.keys;
         let mut pipe = ::redis::pipe();
         for name in &unreleased {
-            let release_keys = [keys.user(name), keys.own_users()];
+            let release_keys = [keys.user(name), keys.own_users(), keys.resume(name)];
             lua::eval_in(
                 &mut pipe,
                 lua::RELEASE,
                 &release_keys,
-                &[&*self.id, name.as_str()],
+                &[&*self.id, name.as_str(), "0"],
             )
             .ignore();
+        }
+        // The resume keys outlive this node's last heartbeat by the resume window.
+        let resume_ttl = self.resume_ttl_ms();
+        for name in &resumable {
+            pipe.cmd("PEXPIRE")
+                .arg(keys.resume(name))
+                .arg(resume_ttl)
+                .ignore();
         }
         let chunks: Vec<&[Name]> = if names.is_empty() {
             vec![&[]]
@@ -130,6 +141,10 @@ impl Node {
             for (_, watch) in *chunk {
                 cmd.arg(keys.user(&watch.peer));
             }
+            let cmd = pipe.cmd("MGET");
+            for (_, watch) in *chunk {
+                cmd.arg(keys.resume(&watch.peer));
+            }
         }
         let result = self
             .link
@@ -137,7 +152,7 @@ impl Node {
                 pipe.query_async::<Vec<Value>>(&mut c).await
             })
             .await;
-        let expected = chunks.len() + 1 + nodes.len() + peer_chunks.len();
+        let expected = chunks.len() + 1 + nodes.len() + 2 * peer_chunks.len();
         let replies = match result {
             Ok(replies) if replies.len() == expected => replies,
             Ok(replies) => {
@@ -176,13 +191,23 @@ impl Node {
             .map(|(node, _)| node)
             .collect();
         let mut peers = Vec::new();
-        for (chunk, reply) in peer_chunks.iter().zip(owners) {
+        for (chunk, replies) in peer_chunks.iter().zip(owners.chunks(2)) {
             // An unreadable reply says nothing about these peers: they stay watched.
-            let Some(found) = values(reply, chunk.len()) else {
+            let [owners, resumes] = replies else {
                 continue;
             };
-            for ((me, watch), owner) in chunk.iter().zip(found) {
-                peers.push((me.clone(), watch.peer.clone(), owner.map(str::to_string)));
+            let (Some(found), Some(resumes)) =
+                (values(owners, chunk.len()), values(resumes, chunk.len()))
+            else {
+                continue;
+            };
+            for (((me, watch), owner), resume) in chunk.iter().zip(found).zip(resumes) {
+                peers.push((
+                    me.clone(),
+                    watch.peer.clone(),
+                    owner.map(str::to_string),
+                    resume.is_some(),
+                ));
             }
         }
         let reasserted_count = reasserted.len();
@@ -223,12 +248,27 @@ impl Node {
                 local.unreleased.insert(name);
             }
         }
-        for (me, peer, owner) in &found.peers {
-            if local.peers.found(me, peer, owner.as_deref(), trust_absence) {
-                warn!(%peer, user = %me, "call peer's node stopped refreshing its lease (or the name moved); telling the user here that the peer left");
-                if let Some(mailbox) = local.users.get(me) {
-                    let _ = mailbox.deliver(peer_left(peer));
+        for (me, peer, owner, resumable) in &found.peers {
+            let event = match local.peers.found(
+                me,
+                peer,
+                owner.as_deref(),
+                *resumable,
+                trust_absence,
+            ) {
+                Verdict::Unchanged => continue,
+                Verdict::Reconnecting => {
+                    info!(%peer, user = %me, "call peer's node stopped holding its name, which is held for a resume; telling the user here the peer is reconnecting");
+                    let frame = protocol::reconnecting_frame(&protocol::json_string(peer.as_str()));
+                    Event::Notice(frame.into())
                 }
+                Verdict::Left => {
+                    warn!(%peer, user = %me, "call peer's node stopped refreshing its lease (or the name moved); telling the user here that the peer left");
+                    peer_left(peer)
+                }
+            };
+            if let Some(mailbox) = local.users.get(me) {
+                let _ = mailbox.deliver(event);
             }
         }
         if found.dead.is_empty() || !trust_absence {

@@ -8,6 +8,7 @@
 //! | name | what |
 //! |---|---|
 //! | `duet:user:NAME` | string: the node id the user is connected to |
+//! | `duet:resume:NAME` | string: the id of the latest resume token of a resumable user; outlives the user key by the resume window |
 //! | `duet:node:NODE` | string: the node is alive |
 //! | `duet:node:NODE:users` | set: the names on that node |
 //! | `duet:nodes` | set: node ids |
@@ -41,6 +42,11 @@ impl Keys {
     /// The key holding the id of the node `name` is connected to.
     pub fn user(&self, name: &Name) -> String {
         format!("{}user:{}", self.prefix, name.as_str())
+    }
+
+    /// The key holding the id of `name`'s latest resume token, while it is resumable.
+    pub fn resume(&self, name: &Name) -> String {
+        format!("{}resume:{}", self.prefix, name.as_str())
     }
 
     /// What precedes a node id in its liveness key (and its user set's key).

@@ -11,6 +11,7 @@ pub const ROSTER: &str = include_str!("scripts/roster.lua");
 pub const HEARTBEAT: &str = include_str!("scripts/heartbeat.lua");
 pub const COUNT: &str = include_str!("scripts/count.lua");
 pub const SHUTDOWN: &str = include_str!("scripts/shutdown.lua");
+pub const TAKEOVER: &str = include_str!("scripts/takeover.lua");
 
 /// The scripts run on their own, by hash: `EVALSHA`, and the text again when Redis does
 /// not know the hash (after a restart). A pipeline cannot retry that way, so the scripts
@@ -21,6 +22,7 @@ pub struct Scripts {
     pub release: Script,
     pub send: Script,
     pub roster: Script,
+    pub takeover: Script,
 }
 
 impl Scripts {
@@ -30,6 +32,7 @@ impl Scripts {
             release: Script::new(RELEASE),
             send: Script::new(SEND),
             roster: Script::new(ROSTER),
+            takeover: Script::new(TAKEOVER),
         }
     }
 }

@@ -57,7 +57,14 @@ use self::node::Node;
 use self::reply::{Sent, exact_name, sent, strings};
 use crate::presence::Presence;
 use crate::protocol::Name;
+use crate::registry::TakeOver;
 use crate::registry::mailbox::{ClaimError, Event, Mailbox, Roster, SendError};
+
+/// A resume token id as kept in Redis.
+fn token_id(id: &[u8; 16]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
+}
 
 /// What a cluster node needs to know, from the command line (`--redis-*`, `--node-id`,
 /// `--presence-limit`).
@@ -73,6 +80,9 @@ pub struct ClusterOptions {
     pub node_id: Option<String>,
     /// The presence policy, also applied to presence arriving from other nodes.
     pub presence: Presence,
+    /// `--resume-window`: how long a resumable name stays held after its node stopped
+    /// holding it (died, or shut down).
+    pub resume_window: Duration,
 }
 
 /// The Redis-backed registry; a cheap handle to shared state and two background tasks
@@ -98,6 +108,7 @@ impl RedisRegistry {
             id.clone(),
             Keys::new(&options.prefix, id),
             lease,
+            options.resume_window,
             options.presence,
             Link::new(client, op_timeout),
         ));
@@ -118,6 +129,16 @@ impl RedisRegistry {
     }
 
     pub async fn claim(&self, name: &Name, mailbox: &Mailbox) -> Result<(), ClaimError> {
+        self.claim_with(name, mailbox, None).await
+    }
+
+    /// Claims `name`; `held`: the token id of a resume hold on it this claim may pass.
+    pub async fn claim_with(
+        &self,
+        name: &Name,
+        mailbox: &Mailbox,
+        held: Option<&[u8; 16]>,
+    ) -> Result<(), ClaimError> {
         let node = &self.node;
         if node.local().users.contains_key(name) {
             return Err(ClaimError::Taken);
@@ -128,9 +149,11 @@ impl RedisRegistry {
         let mut call = node.scripts.claim.prepare_invoke();
         call.key(node.keys.user(name))
             .key(node.keys.own_users())
+            .key(node.keys.resume(name))
             .arg(&*node.id)
             .arg(node.lease_ms())
-            .arg(name.as_str());
+            .arg(name.as_str())
+            .arg(held.map(token_id).unwrap_or_default());
         let claimed = node.link.invoke::<i64>("claim", call).await;
         let mut local = node.local();
         match claimed {
@@ -140,9 +163,13 @@ impl RedisRegistry {
                 Entry::Vacant(slot) => {
                     slot.insert(mailbox.clone());
                     local.unreleased.remove(name);
+                    if held.is_some() {
+                        local.resumable.insert(name.clone());
+                    }
                     Ok(())
                 }
             },
+            Ok(2) => Err(ClaimError::Reserved),
             Ok(_) => Err(ClaimError::Taken),
             Err(e) => {
                 // The claim may have gone through before the reply was lost: free it later
@@ -155,7 +182,102 @@ impl RedisRegistry {
         }
     }
 
-    pub async fn release(&self, name: &Name, mailbox: &Mailbox) {
+    /// Records `name`'s latest resume token id (see [`crate::registry::Registry::set_resumable`]).
+    pub async fn set_resumable(&self, name: &Name, id: &[u8; 16]) {
+        let node = &self.node;
+        {
+            let mut local = node.local();
+            if !local.users.contains_key(name) {
+                return;
+            }
+            local.resumable.insert(name.clone());
+        }
+        let key = node.keys.resume(name);
+        let (value, ttl) = (token_id(id), node.resume_ttl_ms());
+        // Best effort: without it the name is resumable on this node only, as before.
+        if let Err(e) = node
+            .link
+            .call("set resume", |mut c| async move {
+                ::redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(ttl)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await
+        {
+            warn!(%name, error = %e, "cannot record the resume token in redis; the name resumes on this node only");
+        }
+    }
+
+    /// See [`crate::registry::Registry::take_over`].
+    pub async fn take_over(
+        &self,
+        name: &Name,
+        old: &[u8; 16],
+        new: &[u8; 16],
+        mailbox: &Mailbox,
+    ) -> Result<TakeOver, ClaimError> {
+        let node = &self.node;
+        if node.local().users.contains_key(name) {
+            // Someone here has the name, and it is not resumable here (a seed login).
+            return Err(ClaimError::Taken);
+        }
+        let mut call = node.scripts.takeover.prepare_invoke();
+        call.key(node.keys.user(name))
+            .key(node.keys.resume(name))
+            .key(node.keys.own_users())
+            .arg(&*node.id)
+            .arg(node.lease_ms())
+            .arg(token_id(old))
+            .arg(token_id(new))
+            .arg(name.as_str())
+            .arg(node.resume_ttl_ms());
+        let reply = node
+            .link
+            .invoke::<Value>("takeover", call)
+            .await
+            .map_err(|e| ClaimError::Unavailable(e.to_string()))?;
+        let parts = match &reply {
+            Value::Array(parts) => parts.as_slice(),
+            _ => &[],
+        };
+        match parts.first().and_then(reply::int) {
+            Some(1) => {}
+            Some(0) => return Ok(TakeOver::NotHeld),
+            Some(-1) => return Ok(TakeOver::Stale),
+            _ => {
+                return Err(ClaimError::Unavailable(
+                    Error::UnexpectedReply {
+                        what: "takeover",
+                        reply: format!("{reply:?}"),
+                    }
+                    .to_string(),
+                ));
+            }
+        }
+        let owner = parts.get(1).and_then(reply::string).unwrap_or_default();
+        {
+            let mut local = node.local();
+            local.users.insert(name.clone(), mailbox.clone());
+            local.resumable.insert(name.clone());
+            local.unreleased.remove(name);
+        }
+        if !owner.is_empty() && owner != &*node.id {
+            // The old node, if alive, drops its session for the name (close 4000 there).
+            let payload = wire::encode_dropped(&node.id, name);
+            let _ = node
+                .link
+                .publish("dropped", node.keys.inbox(owner), payload)
+                .await;
+        }
+        info!(%name, from = %owner, "resume taken over from another node");
+        Ok(TakeOver::TookOver)
+    }
+
+    pub async fn release(&self, name: &Name, mailbox: &Mailbox, keep_resume: bool) {
         let node = &self.node;
         {
             let mut local = node.local();
@@ -171,8 +293,10 @@ impl RedisRegistry {
         let mut call = node.scripts.release.prepare_invoke();
         call.key(node.keys.user(name))
             .key(node.keys.own_users())
+            .key(node.keys.resume(name))
             .arg(&*node.id)
-            .arg(name.as_str());
+            .arg(name.as_str())
+            .arg(if keep_resume { "1" } else { "0" });
         let released = node.link.invoke::<i64>("release", call).await;
         if released.is_err() {
             // The lease would free it eventually; the heartbeat frees it as soon as Redis

@@ -33,6 +33,9 @@ pub struct Node {
     pub heartbeat: Duration,
     /// The presence policy, also applied to presence arriving from other nodes.
     pub presence: Presence,
+    /// How long a resume key outlives its node's last refresh: the lease, then the
+    /// resume window.
+    pub resume_ttl: Duration,
     pub link: Link,
     local: Mutex<Local>,
     /// Users on the other live nodes, as of the last heartbeat.
@@ -53,6 +56,8 @@ pub struct Local {
     pub peers: Peers,
     /// Names released while Redis was unreachable; the heartbeat frees them.
     pub unreleased: HashSet<Name>,
+    /// Local users that are resumable: the heartbeat refreshes their resume keys.
+    pub resumable: HashSet<Name>,
     /// Remote users seen coming online through presence, by node: when a node dies
     /// without announcing its users' departure, they are announced offline from here.
     pub remote_present: HashMap<Arc<str>, HashSet<Name>>,
@@ -62,6 +67,7 @@ impl Local {
     /// `name` is no longer a user here: its mailbox, if still there, and its watch go.
     pub fn remove_user(&mut self, name: &Name) -> Option<Mailbox> {
         self.peers.forget(name);
+        self.resumable.remove(name);
         self.users.remove(name)
     }
 
@@ -84,13 +90,21 @@ impl Local {
 }
 
 impl Node {
-    pub fn new(id: Arc<str>, keys: Keys, lease: Duration, presence: Presence, link: Link) -> Node {
+    pub fn new(
+        id: Arc<str>,
+        keys: Keys,
+        lease: Duration,
+        resume_window: Duration,
+        presence: Presence,
+        link: Link,
+    ) -> Node {
         Node {
             id,
             keys,
             lease,
             heartbeat: lease / 4,
             presence,
+            resume_ttl: lease + resume_window,
             link,
             local: Mutex::default(),
             others_online: AtomicUsize::new(0),
@@ -113,6 +127,11 @@ impl Node {
     /// The lease in milliseconds, as the scripts take it.
     pub fn lease_ms(&self) -> u64 {
         u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The resume keys' time to live in milliseconds.
+    pub fn resume_ttl_ms(&self) -> u64 {
+        u64::try_from(self.resume_ttl.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The longest wait between reconnect attempts.

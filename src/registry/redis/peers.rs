@@ -14,6 +14,11 @@
 //!   still has three quarters to live: the name is still the one that just signalled.
 //!
 //! A peer on this node is not watched: its session tells the local user itself.
+//!
+//! A resumable peer (its resume key is there) whose name is gone is reconnecting, not
+//! gone: the local user is told `reconnecting` once, and the watch waits for the name to
+//! come back on any node (the resumed session's `rejoin` confirms the call) or for the
+//! resume key to expire with the window (then `leave`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +32,18 @@ pub struct Watch {
     pub peer: Name,
     /// The node the peer's connection is on, once seen.
     pub node: Option<Arc<str>>,
+    /// The local user was told the peer is reconnecting (its node stopped holding it).
+    pub reconnecting: bool,
+}
+
+/// What a heartbeat's lookup of a watched peer means for the local user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Unchanged,
+    /// The peer's node is gone and the name is held for it to resume.
+    Reconnecting,
+    /// The peer is gone: tell the local user `leave`.
+    Left,
 }
 
 /// The watched peers, by local user.
@@ -48,6 +65,7 @@ impl Peers {
                 let watch = Watch {
                     peer: peer.clone(),
                     node: None,
+                    reconnecting: false,
                 };
                 self.by_user.insert(me.clone(), watch);
             }
@@ -74,6 +92,16 @@ impl Peers {
         }
     }
 
+    /// `peer` resumed on `node` and rejoined `me`'s call: watch it there.
+    pub fn moved(&mut self, me: &Name, peer: &Name, node: &str) {
+        if let Some(watch) = self.by_user.get_mut(me)
+            && watch.peer == *peer
+        {
+            watch.node = Some(node.into());
+            watch.reconnecting = false;
+        }
+    }
+
     /// The watches, for the heartbeat to look up.
     pub fn snapshot(&self) -> Vec<(Name, Watch)> {
         self.by_user
@@ -83,35 +111,52 @@ impl Peers {
     }
 
     /// Applies a heartbeat's lookup of `peer`'s user key (`owner`: the node holding it,
-    /// if any) to `me`'s watch. Returns true when `me` is to be told that `peer` left;
-    /// the watch is then dropped. `trust_absence` is false for a lease after this node
-    /// reconnected (see `LinkState::since`).
+    /// if any; `resumable`: its resume key is there) to `me`'s watch. On
+    /// [`Verdict::Left`] the watch is dropped. `trust_absence` is false for a lease after
+    /// this node reconnected (see `LinkState::since`).
     pub fn found(
         &mut self,
         me: &Name,
         peer: &Name,
         owner: Option<&str>,
+        resumable: bool,
         trust_absence: bool,
-    ) -> bool {
+    ) -> Verdict {
         let Some(watch) = self.by_user.get_mut(me) else {
-            return false;
+            return Verdict::Unchanged;
         };
         // Told about another peer (or none) since the lookup was sent.
         if watch.peer != *peer {
-            return false;
+            return Verdict::Unchanged;
         }
-        let gone = match (owner, &watch.node) {
-            (None, _) => trust_absence,
-            (Some(owner), Some(node)) => **node != *owner,
+        let verdict = match (owner, &watch.node) {
+            (None, _) if resumable => {
+                // Whichever node it resumes on is the one to watch next.
+                watch.node = None;
+                if std::mem::replace(&mut watch.reconnecting, true) {
+                    Verdict::Unchanged
+                } else {
+                    Verdict::Reconnecting
+                }
+            }
+            (None, _) if trust_absence => Verdict::Left,
+            (None, _) => Verdict::Unchanged,
+            // Resumed elsewhere: its `rejoin` says so (and re-pins the watch).
+            (Some(owner), Some(node)) if **node != *owner && resumable => {
+                watch.node = Some(owner.into());
+                Verdict::Unchanged
+            }
+            (Some(owner), Some(node)) if **node != *owner => Verdict::Left,
+            (Some(_), Some(_)) => Verdict::Unchanged,
             (Some(owner), None) => {
                 watch.node = Some(owner.into());
-                false
+                Verdict::Unchanged
             }
         };
-        if gone {
+        if verdict == Verdict::Left {
             self.by_user.remove(me);
         }
-        gone
+        verdict
     }
 
     #[cfg(test)]
@@ -153,7 +198,7 @@ mod tests {
         assert_eq!(peers.get(&me).and_then(|w| w.node.as_deref()), Some("n1"));
         // A call with someone else: bob is no longer watched, even if his node dies.
         peers.set(&me, Some(&carol), false);
-        assert!(!peers.found(&me, &bob, None, true));
+        assert_ne!(peers.found(&me, &bob, None, false, true), Verdict::Left);
         assert_eq!(peers.get(&me).map(|w| &w.peer), Some(&carol));
         // Traffic with someone who is not the peer pins nothing.
         peers.seen(&me, &bob, "n1");
@@ -179,18 +224,51 @@ mod tests {
             peers
         };
         // Still there: nothing to say.
-        assert!(!watching(Some("n1")).found(&me, &bob, Some("n1"), true));
+        let left = |mut peers: Peers, owner: Option<&str>, trust: bool| {
+            peers.found(&me, &bob, owner, false, trust) == Verdict::Left
+        };
+        assert!(!left(watching(Some("n1")), Some("n1"), true));
         // Gone; but not believed just after this node reconnected (Redis restarted).
-        assert!(watching(Some("n1")).found(&me, &bob, None, true));
-        assert!(!watching(Some("n1")).found(&me, &bob, None, false));
+        assert!(left(watching(Some("n1")), None, true));
+        assert!(!left(watching(Some("n1")), None, false));
         // The name moved to another node: a new connection, the peer is gone.
-        assert!(watching(Some("n1")).found(&me, &bob, Some("n2"), false));
+        assert!(left(watching(Some("n1")), Some("n2"), false));
         // Not seen yet: the lookup pins the node, a later move is noticed.
         let mut peers = watching(None);
-        assert!(!peers.found(&me, &bob, Some("n2"), true));
+        assert_ne!(
+            peers.found(&me, &bob, Some("n2"), false, true),
+            Verdict::Left
+        );
         assert_eq!(peers.get(&me).and_then(|w| w.node.as_deref()), Some("n2"));
-        assert!(peers.found(&me, &bob, Some("n3"), true));
+        assert_eq!(
+            peers.found(&me, &bob, Some("n3"), false, true),
+            Verdict::Left
+        );
         // Told once: the watch is dropped.
-        assert!(!peers.found(&me, &bob, None, true));
+        assert_ne!(peers.found(&me, &bob, None, false, true), Verdict::Left);
+
+        // A resumable peer whose node died is reconnecting (said once), and resuming on
+        // another node is no departure; once its resume key is gone too, it left.
+        let mut peers = watching(Some("n1"));
+        assert_eq!(
+            peers.found(&me, &bob, None, true, true),
+            Verdict::Reconnecting
+        );
+        assert_eq!(peers.found(&me, &bob, None, true, true), Verdict::Unchanged);
+        assert_eq!(
+            peers.found(&me, &bob, Some("n2"), true, true),
+            Verdict::Unchanged
+        );
+        assert_eq!(peers.get(&me).and_then(|w| w.node.as_deref()), Some("n2"));
+        peers.moved(&me, &bob, "n3");
+        assert_eq!(
+            peers.found(&me, &bob, Some("n3"), true, true),
+            Verdict::Unchanged
+        );
+        assert_eq!(
+            peers.found(&me, &bob, None, true, true),
+            Verdict::Reconnecting
+        );
+        assert_eq!(peers.found(&me, &bob, None, false, true), Verdict::Left);
     }
 }

@@ -57,7 +57,7 @@ pub fn values(v: &Value, n: usize) -> Option<Vec<Option<&str>>> {
     }
 }
 
-fn string(v: &Value) -> Option<&str> {
+pub fn string(v: &Value) -> Option<&str> {
     match v {
         Value::BulkString(b) => std::str::from_utf8(b).ok(),
         Value::SimpleString(s) => Some(s.as_str()),

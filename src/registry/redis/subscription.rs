@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ::redis::Value;
 use futures_util::StreamExt;
 use tokio::time::{Instant, timeout};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::conn::Backoff;
 use super::error::Error;
@@ -97,11 +97,25 @@ impl Node {
                     self.present(&name, online);
                 }
             }
+            Message::Dropped { origin, name } => {
+                // Resumed on `origin`: the session here (held, or connected over a link
+                // the client left) ends without a word to its peer, whose call goes on.
+                let mut local = self.local();
+                if let Some(mailbox) = local.remove_user(&name) {
+                    info!(%name, node = %origin, "resumed on another node; dropping the session here");
+                    if mailbox.deliver(Event::Replaced).is_err() {
+                        mailbox.kick();
+                    }
+                }
+            }
             Message::Event { origin, to, event } => {
                 let outcome = {
                     let mut local = self.local();
-                    if let Event::Signal { from, .. } = &event {
-                        local.peers.seen(&to, from, &origin);
+                    match &event {
+                        Event::Signal { from, .. } => local.peers.seen(&to, from, &origin),
+                        // The peer resumed on `origin`: watch it there.
+                        Event::Rejoin { from } => local.peers.moved(&to, from, &origin),
+                        _ => {}
                     }
                     match local.users.get(&to) {
                         Some(mailbox) => mailbox.deliver(event.clone()),

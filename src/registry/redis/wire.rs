@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Tags: `offer`, `answer`, `candidate`, `leave` or `leave/{reason}` (a signal),
-//! `bounce/{code}/{kind}`, `notice`, `rejoin` (no frame), and `online`/`offline` (presence of `to`; no `from`).
+//! `bounce/{code}/{kind}`, `notice`, `rejoin` (no frame), `dropped` (`to` was resumed
+//! on the origin node; no `from`), and `online`/`offline` (presence of `to`; no `from`).
 
 use axum::extract::ws::Utf8Bytes;
 
@@ -38,6 +39,8 @@ pub enum Message {
         name: Name,
         online: bool,
     },
+    /// `name` was resumed on node `origin`: drop its session here.
+    Dropped { origin: String, name: Name },
 }
 
 fn join(tag: &str, origin: &str, to: &str, from: &str, body: &str) -> Vec<u8> {
@@ -76,7 +79,14 @@ pub fn encode_event(origin: &str, to: &Name, event: &Event) -> Vec<u8> {
         }
         Event::Notice(frame) => join("notice", origin, to.as_str(), "", frame.as_str()),
         Event::Rejoin { from } => join("rejoin", origin, to.as_str(), from.as_str(), ""),
+        // Made by the receiving node itself; never published (see `encode_dropped`).
+        Event::Replaced => join("dropped", origin, to.as_str(), "", ""),
     }
+}
+
+/// `name` was resumed on node `origin`: its old node drops its session.
+pub fn encode_dropped(origin: &str, name: &Name) -> Vec<u8> {
+    join("dropped", origin, name.as_str(), "", "")
 }
 
 pub fn encode_presence(origin: &str, name: &Name, online: bool) -> Vec<u8> {
@@ -143,6 +153,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
                 online: tag == "online",
             });
         }
+        "dropped" => return Ok(Message::Dropped { origin, name: to }),
         "notice" => Event::Notice(frame()),
         "rejoin" => Event::Rejoin {
             from: name("sender", from)?,
@@ -199,8 +210,16 @@ mod tests {
                 assert_eq!(to, n("bob"));
                 event
             }
-            Message::Presence { .. } => panic!("expected an event"),
+            other => panic!("expected an event, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn dropped_roundtrips() {
+        let got = decode(&encode_dropped("node-2", &n("bob"))).expect("decodes");
+        assert!(
+            matches!(got, Message::Dropped { ref origin, ref name } if origin == "node-2" && *name == n("bob"))
+        );
     }
 
     #[test]
