@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DuetServer } from './lib/server.js';
 import { NetNs } from './lib/netns.js';
+import { FailoverProxy, Redis } from './lib/cluster.js';
 import {
   acceptIncoming,
   closeUser,
@@ -229,6 +230,46 @@ test('server restart mid-call: SIGKILL, back within 5 s on the same port and dat
   await waitStatus(erin.page, /frank hung up/);
   await closeUser(erin);
   await closeUser(frank);
+});
+
+test("cluster: the callee's node is SIGKILLed; the callee resumes on the other node and the call goes on", async () => {
+  const redis = await new Redis().start();
+  const cluster = ['--redis-url', redis.url, '--resume-secret', 'e2e-cluster-secret'];
+  let proxy;
+  try {
+    const nodeA = await startServer([...cluster, '--node-id', 'a']);
+    const nodeB = await startServer([...cluster, '--node-id', 'b']);
+    // ivan reaches the cluster through the balancer, which sends him to node A while it lives.
+    proxy = await new FailoverProxy([nodeA.port, nodeB.port]).start();
+    const judy = await user(nodeB, 'judy');
+    const ivan = await user(proxy, 'ivan');
+    await connect(judy, ivan);
+    const killedAt = Date.now();
+    await nodeA.kill();
+    await ivan.page.waitForFunction(() => window.duet.state.resumed >= 1 && document.querySelector('#connection').textContent === 'Connected', null, { timeout: 20_000 });
+    const resumedAt = Date.now();
+    await assertInCall(judy, ivan);
+    const inCallAt = Date.now();
+    for (const u of [judy, ivan]) {
+      const log = (await frameLog(u.page)).filter((e) => e.t >= killedAt);
+      assert.equal(new Set(log.map((e) => e.pc)).size, 1, `${u.name} changed connection`);
+      assert.equal(resumedAfterStall(log, killedAt, 1000), null, `${u.name}'s video stalled for a second or more`);
+    }
+    const judyStatuses = [...new Set((await frameLog(judy.page)).filter((e) => e.t >= killedAt).map((e) => e.status))];
+    console.log(
+      `TIMING cluster: ivan resumed on node B ${resumedAt - killedAt} ms and both in the call ${inCallAt - killedAt} ms after node A was killed; media never stalled >= 1 s; judy saw ${JSON.stringify(judyStatuses)}`,
+    );
+    // The call is known to the cluster again: a hang-up crosses to the other side.
+    await ivan.page.click('#hangUpBtn');
+    await waitCallState(judy.page, 'idle');
+    await waitStatus(judy.page, /ivan hung up/);
+    await closeUser(ivan);
+    await closeUser(judy);
+  } finally {
+    await proxy?.stop();
+    for (const s of servers.splice(-2)) await s.stop();
+    await redis.stop();
+  }
 });
 
 /** The local and remote addresses of the connection's selected ICE candidate pair, and our ICE ufrag. */
