@@ -125,7 +125,8 @@ pub async fn run(
     let (resume, restored) = if config.resume_window.is_zero() {
         (session::resume::Resume::new(secret), Vec::new())
     } else {
-        session::resume::Resume::open(secret, &config.tls.data_dir())
+        let port = listener.local_addr()?.port();
+        session::resume::Resume::open(secret, &config.tls.data_dir(), port)
     };
     let ctx = Arc::new(Context {
         config,

@@ -624,3 +624,42 @@ async fn a_resume_on_another_node_takes_the_session_over() {
     assert_eq!(again.recv_type("login").await["code"], "invalid-token");
     cluster.shutdown().await;
 }
+
+/// A name held on a live node (its connection dropped) is resumed on another node: the
+/// messages the old node kept for it cannot follow, and their sender is told.
+#[tokio::test]
+async fn messages_kept_on_the_old_node_are_refused_to_their_sender() {
+    logs();
+    let redis = RedisServer::start().await;
+    let mut cluster = Cluster::redis(2, &redis.url(), |c| c.resume_secret = Some("s".into())).await;
+    let mut alice = cluster.client(0).await;
+    resumable(&mut alice, "h-alice").await;
+    let mut bob = cluster.client(0).await;
+    let token = resumable(&mut bob, "h-bob").await;
+    connect_call(&mut alice, "h-alice", &mut bob, "h-bob").await;
+    drop(bob);
+    assert_eq!(
+        next(&mut alice).await,
+        json!({"type": "reconnecting", "name": "h-bob"})
+    );
+    alice
+        .send(json!({"type": "candidate", "name": "h-bob", "candidate": candidate_payload(1)}))
+        .await;
+    let mut bob = cluster.client(1).await;
+    bob.send(json!({"type": "login", "name": "h-bob", "resumeToken": token, "call": "h-alice"}))
+        .await;
+    assert_eq!(bob.recv_type("login").await["resumed"], true);
+    let mut got = vec![next(&mut alice).await, next(&mut alice).await];
+    got.sort_by_key(|v| v["type"].as_str().map(str::to_owned));
+    assert_eq!(got[0]["code"], "delivery-failed", "{got:?}");
+    assert_eq!(
+        (&got[0]["request"], &got[0]["name"]),
+        (&json!("candidate"), &json!("h-bob"))
+    );
+    assert_eq!(got[1], json!({"type": "resumed", "name": "h-bob"}));
+    assert_eq!(
+        next(&mut bob).await,
+        json!({"type": "resumed", "name": "h-alice"})
+    );
+    cluster.shutdown().await;
+}

@@ -404,8 +404,8 @@ fn free_addr() -> std::net::SocketAddr {
 
 /// Waits until the table of resumable names in `data` lists every one of `names`: it is
 /// written shortly after a change.
-async fn wait_kept(data: &std::path::Path, names: &[&str]) {
-    let path = data.join("resume-names.json");
+async fn wait_kept(data: &std::path::Path, port: u16, names: &[&str]) {
+    let path = data.join(format!("resume-names-{port}.json"));
     let deadline = Instant::now() + WAIT;
     loop {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -451,7 +451,7 @@ async fn after_a_restart_tokens_names_and_the_call_come_back() {
     let (mut a, ta) = resumable_at(&duet.url(), "alice").await;
     let (mut b, tb) = resumable_at(&duet.url(), "bob").await;
     connect_call(&mut a, "alice", &mut b, "bob").await;
-    wait_kept(&data.0, &["alice", "bob"]).await;
+    wait_kept(&data.0, addr.port(), &["alice", "bob"]).await;
     duet.kill();
     let killed = Instant::now();
     drop((a, b));

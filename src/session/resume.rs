@@ -197,8 +197,9 @@ impl Resume {
 
     /// Resume kept in `dir` (see [`store`](super::store)), and the names the last process
     /// left resumable, to hold with [`Resume::restore`].
-    pub fn open(secret: Option<&str>, dir: &std::path::Path) -> (Resume, Vec<Row>) {
-        let (store, key, rows) = Store::open(dir, secret, unix_now());
+    /// `port`: the listening port, which names the table of names.
+    pub fn open(secret: Option<&str>, dir: &std::path::Path, port: u16) -> (Resume, Vec<Row>) {
+        let (store, key, rows) = Store::open(dir, port, secret, unix_now());
         let resume = Resume {
             key: TokenKey::from_bytes(key),
             seats: Mutex::default(),

@@ -2,8 +2,10 @@
 //! process (a crash and SIGKILL included):
 //! - `resume.key`: the key tokens are signed with, made by the first process that hands
 //!   out a token (mode 0600), unless `--resume-secret` gives one;
-//! - `resume-names.json`: the resumable names (each with its latest token's id and
-//!   expiry), rewritten at most once per [`WRITE_DELAY`] after a change. A restarted
+//! - `resume-names-PORT.json`: the resumable names (each with its latest token's id and
+//!   expiry), rewritten at most once per [`WRITE_DELAY`] after a change. One file per
+//!   listening port, so that processes sharing a data directory (two nodes of a cluster on
+//!   one host, test servers) do not hold each other's names. A restarted
 //!   process holds each of them for `--resume-window`, so no stranger takes a name while
 //!   its owner reconnects, and only the latest token takes it back.
 //!
@@ -25,7 +27,10 @@ use tracing::{info, warn};
 use crate::protocol::Name;
 
 pub const KEY_FILE: &str = "resume.key";
-pub const NAMES_FILE: &str = "resume-names.json";
+/// The table of names of the process listening on `port`.
+pub fn names_file(port: u16) -> String {
+    format!("resume-names-{port}.json")
+}
 
 /// How long a change waits before the table is written: a burst of logins (every client
 /// coming back after a restart) costs one write, and a crash loses at most this much.
@@ -71,6 +76,8 @@ struct RowText {
 /// The resume files of one data directory.
 pub struct Store {
     dir: PathBuf,
+    /// The table of names in `dir`.
+    names: PathBuf,
     /// A key this process made, written to `resume.key` with the first token handed out
     /// (a server that never hands one out writes nothing).
     unsaved_key: Mutex<Option<Vec<u8>>>,
@@ -86,7 +93,12 @@ pub struct Store {
 impl Store {
     /// Opens the resume files of `dir`: the key to sign tokens with (`secret`'s bytes
     /// when given) and the names to hold, those with a token still good at `now`.
-    pub fn open(dir: &Path, secret: Option<&str>, now: u64) -> (Store, Vec<u8>, Vec<Row>) {
+    pub fn open(
+        dir: &Path,
+        port: u16,
+        secret: Option<&str>,
+        now: u64,
+    ) -> (Store, Vec<u8>, Vec<Row>) {
         let (key, unsaved) = match secret {
             Some(secret) => (secret.as_bytes().to_vec(), None),
             None => match read_key(&dir.join(KEY_FILE)) {
@@ -97,9 +109,11 @@ impl Store {
                 }
             },
         };
-        let rows = read_names(&dir.join(NAMES_FILE), now);
+        let names = dir.join(names_file(port));
+        let rows = read_names(&names, now);
         let store = Store {
             dir: dir.to_owned(),
+            names,
             unsaved_key: Mutex::new(unsaved),
             changed: Notify::new(),
             frozen: AtomicBool::new(false),
@@ -172,7 +186,7 @@ impl Store {
                 })
                 .collect(),
         };
-        let path = self.dir.join(NAMES_FILE);
+        let path = self.names.clone();
         let dir = self.dir.clone();
         let written = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let bytes = serde_json::to_vec(&table)?;
@@ -281,7 +295,7 @@ mod tests {
     #[tokio::test]
     async fn the_key_and_names_come_back_in_the_next_process() {
         let dir = tmpdir("back");
-        let (store, key, rows) = Store::open(&dir, None, 100);
+        let (store, key, rows) = Store::open(&dir, 1, None, 100);
         assert!(rows.is_empty());
         assert!(!dir.join(KEY_FILE).exists(), "no token, no key file");
         store.key_used();
@@ -291,7 +305,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            for file in [KEY_FILE, NAMES_FILE] {
+            for file in [KEY_FILE, &names_file(1)] {
                 let mode = std::fs::metadata(dir.join(file))
                     .expect("file")
                     .permissions()
@@ -300,11 +314,11 @@ mod tests {
             }
         }
         // The next process: the same key, and the names whose tokens are still good.
-        let (_, key2, rows) = Store::open(&dir, None, 160);
+        let (_, key2, rows) = Store::open(&dir, 1, None, 160);
         assert_eq!(key2, key);
         assert_eq!(rows, vec![row("alice", 200)]);
         // A secret wins over the file.
-        let (_, key3, _) = Store::open(&dir, Some("s"), 0);
+        let (_, key3, _) = Store::open(&dir, 1, Some("s"), 0);
         assert_eq!(key3, b"s");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -319,25 +333,25 @@ mod tests {
             b"{\"version\":9,\"names\":[]}",
             b"\xff\xfe",
         ] {
-            std::fs::write(dir.join(NAMES_FILE), junk).expect("write");
+            std::fs::write(dir.join(names_file(1)), junk).expect("write");
             std::fs::write(dir.join(KEY_FILE), b"short").expect("write");
-            let (store, key, rows) = Store::open(&dir, None, 0);
+            let (store, key, rows) = Store::open(&dir, 1, None, 0);
             assert!(rows.is_empty());
             assert_eq!(key.len(), KEY_LEN, "a new key");
             // It replaces the damaged one once used.
             store.key_used();
-            let (_, again, _) = Store::open(&dir, None, 0);
+            let (_, again, _) = Store::open(&dir, 1, None, 0);
             assert_eq!(again, key);
         }
         // Damaged rows are skipped, the good ones kept.
         std::fs::write(
-            dir.join(NAMES_FILE),
+            dir.join(names_file(1)),
             r#"{"version":1,"names":[{"name":"","id":"AwMDAwMDAwMDAwMDAwMDAw","expires":9},
                {"name":"bob","id":"short","expires":9},
                {"name":"alice","id":"AwMDAwMDAwMDAwMDAwMDAw","expires":9}]}"#,
         )
         .expect("write");
-        let (_, _, rows) = Store::open(&dir, None, 0);
+        let (_, _, rows) = Store::open(&dir, 1, None, 0);
         assert_eq!(rows, vec![row("alice", 9)]);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -345,10 +359,10 @@ mod tests {
     #[tokio::test]
     async fn nothing_is_written_after_the_freeze() {
         let dir = tmpdir("freeze");
-        let (store, _, _) = Store::open(&dir, None, 0);
+        let (store, _, _) = Store::open(&dir, 1, None, 0);
         store.write(vec![row("alice", 9)], true).await;
         store.write(Vec::new(), false).await;
-        let (_, _, rows) = Store::open(&dir, None, 0);
+        let (_, _, rows) = Store::open(&dir, 1, None, 0);
         assert_eq!(rows, vec![row("alice", 9)]);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -484,10 +484,11 @@ impl Session {
                     ErrorCode::Busy => format!("\"{from}\" is in another call."),
                     ErrorCode::NotInCall => format!("\"{from}\" is not in a call with you."),
                     ErrorCode::NotOnline => format!("\"{from}\" is not online."),
-                    // Only a held session bounces this: its buffer for the reconnect is full.
+                    // A held session whose buffer for the reconnect is full, or one resumed on
+                    // another node, where what it kept cannot follow.
                     ErrorCode::DeliveryFailed => format!(
-                        "\"{from}\" is reconnecting and has too many messages waiting; this \
-                         one was not delivered."
+                        "\"{from}\" was reconnecting and this message could not be kept for \
+                         them; it was not delivered."
                     ),
                     _ => format!("\"{from}\" could not take the message."),
                 };
