@@ -129,3 +129,15 @@ test('the login page says when the server is gone, and connects again by itself'
     await dave.context.close();
   }
 });
+
+test('killed right after a resume (before it wrote the new token down): the page resumes with the token before', async () => {
+  await sleep(1500);
+  await server.kill();
+  await server.start();
+  await waitSignedInAgain(alice, { resumed: true });
+  // Within duet's second before it writes the new token to its data directory.
+  await server.kill();
+  await server.start();
+  await waitSignedInAgain(alice, { resumed: true });
+  assert.equal(await alice.page.textContent('#whoami'), 'Signed in as alice');
+});

@@ -430,3 +430,32 @@ test('Sign in pressed while the server is out of reach: the retries keep saying 
   ui.handlers.login('dave');
   assert.deepEqual(FakeWebSocket.instances.at(-1).sent, [{ type: 'login', name: 'dave', resume: true }]);
 });
+
+test('our latest token refused after a restart (the server had not written it yet): the one before is tried once', async () => {
+  ws.serverClose(1006);
+  await new Promise((ok) => setTimeout(ok, 20));
+  let next = FakeWebSocket.instances.at(-1);
+  next.serverOpen();
+  next.serverSend({ type: 'login', success: true, name: 'bob', iceServers: [], users: [], resumeToken: 'tok-2', resumed: true });
+  // Killed before it wrote tok-2 down; after the restart it knows tok-1 only.
+  next.serverClose(1006);
+  await new Promise((ok) => setTimeout(ok, 20));
+  next = FakeWebSocket.instances.at(-1);
+  next.serverOpen();
+  next.serverSend({ type: 'login', success: false, code: 'invalid-token', message: 'x' });
+  assert.deepEqual(next.sent.map((m) => m.resumeToken), ['tok-2', 'tok-1']);
+  assert.equal(ui.page, 'call');
+  next.serverSend({ type: 'login', success: true, name: 'bob', iceServers: [], users: [], resumeToken: 'tok-3', resumed: true });
+  assert.equal(ui.page, 'call');
+  assert.equal(store.load().token, 'tok-3');
+  assert.equal(store.load().previousToken, 'tok-1');
+  // Refused again: no endless retries; back to the sign-in form.
+  next.serverClose(1006);
+  await new Promise((ok) => setTimeout(ok, 20));
+  next = FakeWebSocket.instances.at(-1);
+  next.serverOpen();
+  next.serverSend({ type: 'login', success: false, code: 'invalid-token', message: 'x' });
+  next.serverSend({ type: 'login', success: false, code: 'invalid-token', message: 'x' });
+  assert.deepEqual(next.sent.map((m) => m.resumeToken), ['tok-3', 'tok-1']);
+  assert.equal(ui.page, 'login');
+});

@@ -54,6 +54,17 @@ export class App {
   #name = null;
   /** The server's resume token for our latest login, or null. */
   #token = null;
+  /**
+   * The token our latest login was made with. A server killed right after handing out
+   * `#token` may not have written it to its data directory yet (it does so within a
+   * second), and after its restart it knows only this one; tried once when `#token` is
+   * refused.
+   */
+  #previousToken = null;
+  /** The login in flight is the retry with `#previousToken`. */
+  #triedPrevious = false;
+  /** The token the login in flight carries (null: a fresh login). */
+  #sentToken = null;
   /** The page was reloaded in this call (the store's `call`) and has not re-joined it yet. */
   #savedCall = null;
   /** A hang-up made while the server was out of reach, sent once we are back. */
@@ -141,6 +152,7 @@ export class App {
       // A reload: take the session back instead of asking for the name again.
       this.#name = saved.name;
       this.#token = saved.token;
+      this.#previousToken = saved.previousToken;
       this.#savedCall = saved.call;
       this.#reloaded = true;
       this.#ui.showCallPage(saved.name);
@@ -260,7 +272,9 @@ export class App {
     // Only an answered call: an unanswered one does not survive a server restart.
     const attempt = this.#attempt;
     const call = attempt && isAnswered(attempt.state) ? attempt.peer : this.#savedCall?.answered ? this.#savedCall.peer : null;
-    this.#signaling.send(msg.login(this.#name, { resumeToken: this.#token, call }));
+    const resumeToken = this.#triedPrevious ? this.#previousToken : this.#token;
+    this.#sentToken = resumeToken;
+    this.#signaling.send(msg.login(this.#name, { resumeToken, call }));
   }
 
   #onSignalingDown({ retryInMs, everOpened }) {
@@ -337,7 +351,9 @@ export class App {
     this.#pendingLogin = null;
     if (m.success === true) {
       this.#name = typeof m.name === 'string' ? m.name : attempted;
+      this.#previousToken = again ? this.#sentToken : null;
       this.#token = typeof m.resumeToken === 'string' ? m.resumeToken : null;
+      this.#triedPrevious = false;
       this.#iceServers = Array.isArray(m.iceServers) ? m.iceServers : [];
       this.#setUsers(Array.isArray(m.users) ? m.users : [], !!m.usersTruncated);
       this.#ui.setConnection('Connected', 'ok');
@@ -357,6 +373,12 @@ export class App {
     if (again) {
       // Our old session may linger on the server for a moment after a drop (or, in a
       // cluster, be held on another node).
+      if (m.code === 'invalid-token' && this.#previousToken && !this.#triedPrevious) {
+        this.#triedPrevious = true;
+        this.#relogin();
+        return;
+      }
+      this.#triedPrevious = false;
       if (m.code === 'name-taken' && this.#reloginAttempt < RELOGIN_ATTEMPTS) {
         const delay = backoffDelay(this.#reloginAttempt++);
         this.#ui.setConnection(`${text} Retrying in ${Math.ceil(delay / 1000)} s…`, 'error');
@@ -368,6 +390,7 @@ export class App {
       if (attempt) this.#endCall(attempt, '', 'error');
       this.#name = null;
       this.#token = null;
+      this.#previousToken = null;
       this.#savedCall = null;
       this.#pendingLeave = null;
       this.#store.clear();
@@ -438,7 +461,7 @@ export class App {
           fingerprint: a.peerCall.remoteFingerprint,
         }
       : (this.#savedCall ?? null);
-    this.#store.save({ name: this.#name, token: this.#token, call });
+    this.#store.save({ name: this.#name, token: this.#token, previousToken: this.#previousToken, call });
   }
 
   #onPresence(m) {

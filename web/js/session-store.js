@@ -7,6 +7,8 @@
 // The saved session:
 //   name         our name
 //   token        the latest resumeToken, or null (a server with resume off gives none)
+//   previousToken  the one before, or null: a server killed just after handing out
+//                the latest may know only this one after its restart
 //   call         the call we are in, or null:
 //     peer         who with
 //     answered     false while it still rings (a reload then cancels it)
@@ -38,6 +40,7 @@ export class SessionStore {
     return {
       name: value.name,
       token: typeof value.token === 'string' ? value.token : null,
+      previousToken: typeof value.previousToken === 'string' ? value.previousToken : null,
       call: call && {
         peer: call.peer,
         answered: call.answered === true,
@@ -48,7 +51,7 @@ export class SessionStore {
     };
   }
 
-  /** @param {{name: string, token: string | null, call: object | null}} session */
+  /** @param {{name: string, token: string | null, previousToken: string | null, call: object | null}} session */
   save(session) {
     try {
       this.#storage?.setItem(KEY, JSON.stringify(session));
