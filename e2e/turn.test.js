@@ -14,7 +14,7 @@ import { createSocket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DuetServer, freePort } from './lib/server.js';
-import { acceptIncoming, closeUser, dial, launchBrowser, login, openUser, waitCallState } from './lib/browser.js';
+import { acceptIncoming, closeUser, dial, launchBrowser, login, openUser, selectedPair, waitCallState } from './lib/browser.js';
 
 let browser;
 
@@ -57,32 +57,6 @@ async function firstFrame(page, timeout) {
     'a decoded remote video frame',
   );
   return Date.now();
-}
-
-/** Types of the selected candidate pair of the page's peer connection, from getStats. */
-function selectedPair(page) {
-  return page.evaluate(async () => {
-    const pc = window.duet.state.pc;
-    if (!pc) return null;
-    const stats = new Map();
-    for (const s of (await pc.getStats()).values()) stats.set(s.id, s);
-    let pair = null;
-    for (const s of stats.values()) {
-      if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
-    }
-    if (!pair) return null;
-    const local = stats.get(pair.localCandidateId);
-    const remote = stats.get(pair.remoteCandidateId);
-    return {
-      state: pair.state,
-      local: local?.candidateType,
-      localProtocol: local?.relayProtocol ?? local?.protocol,
-      localAddress: `${local?.address}:${local?.port}`,
-      remote: remote?.candidateType,
-      bytesSent: pair.bytesSent,
-      bytesReceived: pair.bytesReceived,
-    };
-  });
 }
 
 /**

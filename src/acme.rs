@@ -1,6 +1,7 @@
 //! Automatic certificates (`--acme-domain`): obtained from an ACME server (Let's Encrypt
 //! by default) through the TLS-ALPN-01 challenge on the HTTPS port itself, so port 443
-//! alone is enough; kept in the data directory (`acme/`, account key and certificate) and
+//! alone is enough (or, with `--acme-challenge http-01`, through HTTP-01 on the
+//! `--http-redirect-listen` port, answered by [`crate::redirect`]); kept in the data directory (`acme/`, account key and certificate) and
 //! reused after a restart; renewed in the background once a third of the certificate's
 //! lifetime remains, and served from the next handshake on, without a restart.
 //!
@@ -16,9 +17,11 @@ use futures_util::StreamExt as _;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 use rustls_acme::caches::DirCache;
-use rustls_acme::{AcmeConfig, AcmeState, ResolvesServerCertAcme};
+use rustls_acme::{AcmeConfig, AcmeState, ResolvesServerCertAcme, UseChallenge};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
+
+use crate::tls::AcmeChallenge;
 
 /// Let's Encrypt's production directory, the default of `--acme-directory`.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -30,6 +33,7 @@ pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 /// A running ACME client: the resolver goes into the TLS config, the driver into a task.
 pub struct Acme {
     pub resolver: Arc<ResolvesServerCertAcme>,
+    pub challenge: AcmeChallenge,
     driver: AcmeState<std::io::Error, std::io::Error>,
 }
 
@@ -44,6 +48,7 @@ impl std::fmt::Debug for Acme {
 /// private ACME server, or pebble in tests).
 pub fn start(
     domains: &[String],
+    challenge: AcmeChallenge,
     email: Option<&str>,
     directory: &str,
     ca_file: Option<&Path>,
@@ -86,15 +91,24 @@ pub fn start(
         .contact(contact)
         .directory(directory)
         .cache(DirCache::new(cache_dir.clone()))
+        .challenge_type(match challenge {
+            AcmeChallenge::TlsAlpn01 => UseChallenge::TlsAlpn01,
+            AcmeChallenge::Http01 => UseChallenge::Http01,
+        })
         .state();
+    let how = match challenge {
+        AcmeChallenge::TlsAlpn01 => "TLS-ALPN-01 on this port",
+        AcmeChallenge::Http01 => "HTTP-01 on the --http-redirect-listen port",
+    };
     info!(
         ?domains,
         directory,
         state = %cache_dir.display(),
-        "ACME: certificates come from the directory, through TLS-ALPN-01 on this port"
+        "ACME: certificates come from the directory, through {how}"
     );
     Ok(Acme {
         resolver: state.resolver(),
+        challenge,
         driver: state,
     })
 }
@@ -104,6 +118,7 @@ impl Acme {
     /// certificate is deployed, handshakes other than the challenge fail.
     pub async fn drive(self, cancel: CancellationToken) {
         let mut state = self.driver;
+        let challenge = self.challenge;
         loop {
             let event = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -113,11 +128,25 @@ impl Acme {
                 Some(Ok(ok)) => info!("ACME: {ok:?}"),
                 // The crate retries on its own schedule; say what failed and what to check.
                 Some(Err(e)) => error!(
-                    "ACME: {e}. Check that the domain points at this machine, that this \
-                     port is reachable from the internet on 443, and --acme-directory"
+                    "ACME: {e}. Check that the domain points at this machine, that {} \
+                     and --acme-directory",
+                    match challenge {
+                        AcmeChallenge::TlsAlpn01 =>
+                            "this port is reachable from the internet on 443",
+                        AcmeChallenge::Http01 =>
+                            "the --http-redirect-listen port is reachable from the internet on 80",
+                    }
                 ),
                 None => return,
             }
         }
     }
+}
+
+/// The HTTP-01 answer for a request path, when it is `/.well-known/acme-challenge/<token>`:
+/// `Some(None)` for a challenge path whose token is not the one pending, `None` for any
+/// other path.
+pub fn http01_answer(resolver: &ResolvesServerCertAcme, path: &str) -> Option<Option<String>> {
+    let token = path.strip_prefix("/.well-known/acme-challenge/")?;
+    Some(resolver.get_http_01_key_auth(token))
 }

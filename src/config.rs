@@ -41,7 +41,15 @@ The log level is DUET_LOG (default info; e.g. DUET_LOG=debug). More in README.md
 // Fields are in the order their headings appear in `--help`: clap lists headings in the
 // order of their first argument.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "duet", version, about, long_about = None, after_help = EXAMPLES)]
+#[command(
+    name = "duet",
+    version,
+    about,
+    long_about = None,
+    after_help = EXAMPLES,
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
 pub struct Config {
     // ---- Basics
     /// Address and port to serve the web client, the WebSocket, /healthz and /metrics on.
@@ -214,7 +222,7 @@ pub struct Config {
     pub max_message_size: usize,
 
     /// Sustained messages per second allowed per connection (token bucket); 0 turns the
-    /// rate limit off.
+    /// rate limit off, and with it the limits on calls started and rung (docs/protocol.md).
     #[arg(
         long,
         env = "DUET_RATE_LIMIT",
@@ -337,6 +345,19 @@ pub struct Config {
         help_heading = "Tuning"
     )]
     pub ws_read_buffer: usize,
+
+    // ---- Help: last, after the options it explains (clap would list them first).
+    /// Print a summary of the options.
+    #[arg(short = 'h', action = clap::ArgAction::HelpShort, help_heading = "Help")]
+    help_short: Option<bool>,
+
+    /// Print this manual.
+    #[arg(long = "help", action = clap::ArgAction::HelpLong, help_heading = "Help")]
+    help_long: Option<bool>,
+
+    /// Print the version.
+    #[arg(short = 'V', long, action = clap::ArgAction::Version, help_heading = "Help")]
+    version: Option<bool>,
 }
 
 impl Config {
@@ -412,6 +433,7 @@ mod tests {
             "Several nodes:",
             "Limits:",
             "Tuning:",
+            "Help:",
             "Examples:",
         ];
         let at: Vec<usize> = headings
@@ -427,6 +449,7 @@ mod tests {
             assert!(help.contains(placeholder), "{placeholder} in\n{help}");
         }
         assert!(help.contains("comma-separated"), "{help}");
+        assert!(!help.contains("Options:"), "an unnamed heading in\n{help}");
         assert!(!help.contains("seed"), "tutorial jargon in\n{help}");
     }
 

@@ -104,6 +104,19 @@ async fn websocket(
     upgrade(state, ws, addr, &headers)
 }
 
+/// Whether the upgrade's `Sec-WebSocket-Key` is what RFC 6455 (4.1, 4.2.1) requires: one
+/// header, 16 bytes in base64 (axum only checks that it is there).
+fn valid_websocket_key(headers: &HeaderMap) -> bool {
+    use base64::Engine as _;
+    let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+    match (keys.next(), keys.next()) {
+        (Some(key), None) => base64::engine::general_purpose::STANDARD
+            .decode(key.as_bytes())
+            .is_ok_and(|bytes| bytes.len() == 16),
+        _ => false,
+    }
+}
+
 /// Whether a WebSocket upgrade's `Origin` is allowed by `--allowed-origin`.
 fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
     if allowed.is_empty() {
@@ -127,6 +140,14 @@ fn upgrade(
     headers: &HeaderMap,
 ) -> Response {
     let ctx = state.ctx.clone();
+    if !valid_websocket_key(headers) {
+        debug!(%addr, "websocket refused: Sec-WebSocket-Key is not 16 bytes in base64");
+        return (
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Key must be 16 random bytes in base64 (RFC 6455 4.1).\n",
+        )
+            .into_response();
+    }
     if !origin_allowed(&ctx.config.allowed_origins, headers) {
         debug!(%addr, origin = ?headers.get(header::ORIGIN), "websocket refused: origin not allowed");
         return (

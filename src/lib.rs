@@ -5,11 +5,11 @@
 //! - [`protocol`]: wire messages, parsing, validation, error codes.
 //! - [`session`]: one WebSocket connection: the driver (socket, timers, keepalive, close),
 //!   [`session::call`] (the call rules as plain functions), carrying them out for a
-//!   logged-in user, the rate limit, and resume: [`session::resume`] (tokens, and the
-//!   seats a resuming login takes a session over by), `held` (a dropped resumable
-//!   session holding its name for `--resume-window`), [`session::store`] (the key and
-//!   the resumable names kept in the data directory for a restart) and `rejoin` (a call
-//!   brought back by both clients naming it).
+//!   logged-in user, the rate limit and the limits on calls, and resume:
+//!   [`session::resume`] (tokens, and the seats a resuming login takes a session over
+//!   by), `held` (a dropped resumable session holding its name for `--resume-window`),
+//!   [`session::store`] (the key and the resumable names kept in the data directory for
+//!   a restart) and `rejoin` (a call brought back by both clients naming it).
 //! - [`registry`]: who is online and how to reach them ([`registry::memory`], or
 //!   [`registry::redis`] for several nodes; what both hand to sessions is in
 //!   [`registry::mailbox`]).
@@ -18,13 +18,17 @@
 //!   checks with) and the REST credentials minted from it.
 //! - [`turn`]: the embedded TURN server (`--turn-server`): config and start in `mod.rs`,
 //!   `auth`, `policy` (allowed peers), `gate` (refusals before the crate sees a request),
-//!   `relay` (guarded relay sockets, bandwidth cap), `tcp` (TURN over TCP), and `filter`
-//!   (the one `Conn` wrapper the gate and the relay guard plug into).
+//!   `relay` (guarded relay sockets, bandwidth cap), `tcp` (TURN over TCP and TLS, from
+//!   its own port or duet's), `limit` (answers to unauthenticated requests), and
+//!   `filter` (the one `Conn` wrapper the gate and the relay guard plug into).
+//! - [`source_limit`]: budgets per client address in constant memory (unauthenticated
+//!   TURN requests, logins).
 //! - [`tls`]: HTTPS/WSS: certificate files or a stored self-signed certificate.
-//! - [`acme`]: automatic certificates (`--acme-domain`) through TLS-ALPN-01.
+//! - [`acme`]: automatic certificates (`--acme-domain`) through TLS-ALPN-01 (or HTTP-01).
 //! - [`tls_reload`]: the certificate in use, reloaded on SIGHUP and when its files change.
 //! - [`server`]: the accept loop and one TCP connection's life (first-byte and TLS
-//!   handshake deadlines, HTTP serving, graceful shutdown).
+//!   handshake deadlines, HTTP serving, graceful shutdown); [`server::demux`] tells TURN
+//!   clients from HTTP ones on the same port and hands them to the TURN server.
 //! - [`redirect`]: plain HTTP on the HTTPS port (or `--http-redirect-listen`) answered
 //!   with a redirect to https.
 //! - [`http`]: routes: web client, WebSocket, health, metrics.
@@ -51,6 +55,7 @@ pub mod redirect;
 pub mod registry;
 pub mod server;
 pub mod session;
+pub mod source_limit;
 pub mod startup;
 pub mod tls;
 pub mod tls_reload;
@@ -111,8 +116,12 @@ pub async fn run(
         );
     }
     let turn_shutdown = CancellationToken::new();
+    let http_port = turn::HttpPort {
+        addr: listener.local_addr()?,
+        tls: tls.is_some(),
+    };
     let (ice, turn) =
-        turn::start_embedded(&config.ice, &config.turn, turn_shutdown.clone()).await?;
+        turn::start_embedded(&config.ice, &config.turn, http_port, turn_shutdown.clone()).await?;
     let registry = registry_for(&config).await?;
     let grace = config.shutdown_grace;
     let self_signed = config.tls.tls_self_signed;
@@ -135,6 +144,7 @@ pub async fn run(
         ice,
         shutdown: cancel.clone(),
         resume,
+        logins: session::login_limiter(),
     });
     let state = AppState {
         ctx: ctx.clone(),
@@ -183,6 +193,11 @@ pub async fn run(
         }
     }
     let connections = TaskTracker::new();
+    let http01 = tls
+        .as_ref()
+        .and_then(|tls| tls.acme.as_ref())
+        .filter(|acme| acme.challenge == tls::AcmeChallenge::Http01)
+        .map(|acme| acme.resolver.clone());
     if let Some(redirect_addr) = redirect_listen {
         let redirect_listener = bind(redirect_addr)
             .map_err(|e| startup::cannot_listen(redirect_addr, "--http-redirect-listen", &e))?;
@@ -190,14 +205,19 @@ pub async fn run(
         connections.spawn(redirect::serve(
             redirect_listener,
             local.port(),
+            http01,
             connections.clone(),
             cancel.clone(),
         ));
     }
-    let (acceptor, reloader, acme) = match tls {
+    let (mut acceptor, reloader, acme) = match tls {
         Some(tls) => (Some(tls.acceptor), tls.reloader, tls.acme),
         None => (None, None, None),
     };
+    if turn.is_some() {
+        // TURN clients that say so in the handshake (RFC 7443) get their ALPN accepted.
+        acceptor = acceptor.map(|a| tls::with_alpn(&a, server::demux::TURN_ALPN));
+    }
     connections.spawn(tls_reload::watch(reloader, cancel.clone()));
     if let Some(acme) = acme {
         connections.spawn(acme.drive(cancel.clone()));
@@ -206,6 +226,7 @@ pub async fn run(
         listener,
         http::router(state),
         acceptor,
+        turn.as_ref().map(|t| t.tcp_intake.clone()),
         &connections,
         &cancel,
         shutdown,

@@ -1,13 +1,17 @@
 //! Plain HTTP where duet serves HTTPS: `http://` typed for the HTTPS port (the most likely
 //! LAN mistake, which browsers otherwise show as ERR_INVALID_HTTP_RESPONSE), and the
 //! optional `--http-redirect-listen` port. Either gets a `301` to the same host and path
-//! over `https://`, then the connection closes.
+//! over `https://`, then the connection closes. With `--acme-challenge http-01`, the
+//! redirect port also answers the ACME server's `/.well-known/acme-challenge/` requests.
 //!
 //! Hand-written rather than through hyper: the answer is one fixed response, and the
 //! connection was already sniffed as not-TLS on a socket hyper does not own.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls_acme::ResolvesServerCertAcme;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,7 +34,13 @@ pub fn is_tls(first_byte: u8) -> bool {
 /// Reads one request head from `stream`, answers it with a redirect to
 /// `https://<host><path>` and closes. `https_port` replaces the port of the `Host`
 /// header (for the separate redirect port), `None` keeps it (for the HTTPS port itself).
-pub async fn answer(mut stream: TcpStream, addr: SocketAddr, https_port: Option<u16>) {
+/// `acme` answers HTTP-01 challenges instead of redirecting them.
+pub async fn answer(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    https_port: Option<u16>,
+    acme: Option<Arc<ResolvesServerCertAcme>>,
+) {
     let mut head = Vec::with_capacity(1024);
     let read = tokio::time::timeout(HEAD_TIMEOUT, async {
         let mut chunk = [0u8; 1024];
@@ -44,6 +54,21 @@ pub async fn answer(mut stream: TcpStream, addr: SocketAddr, https_port: Option<
     .await;
     if read.is_err() || head.is_empty() {
         debug!(%addr, "plain HTTP without a request in time; closing");
+        return;
+    }
+    if let Some(answer) = acme.and_then(|acme| crate::acme::http01_answer(&acme, &path(&head))) {
+        let (status, body) = match answer {
+            Some(key_authorization) => ("200 OK", key_authorization),
+            None => ("404 Not Found", "No such ACME challenge.\n".to_string()),
+        };
+        debug!(%addr, status, "ACME HTTP-01 challenge request");
+        let response = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/octet-stream\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
         return;
     }
     let fallback_host = stream.local_addr().ok().map(|a| a.to_string());
@@ -64,13 +89,10 @@ pub async fn answer(mut stream: TcpStream, addr: SocketAddr, https_port: Option<
 /// `fallback_host`) and its path (if well-formed, else `/`).
 fn location(head: &[u8], fallback_host: Option<&str>, https_port: Option<u16>) -> String {
     let text = String::from_utf8_lossy(head);
-    let mut lines = text.split("\r\n");
-    let path = lines
-        .next()
-        .and_then(|line| line.split(' ').nth(1))
-        .filter(|p| p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()))
-        .unwrap_or("/");
-    let host = lines
+    let path = path(head);
+    let host = text
+        .split("\r\n")
+        .skip(1)
         .take_while(|l| !l.is_empty())
         .find_map(|l| {
             let (name, value) = l.split_once(':')?;
@@ -93,6 +115,17 @@ fn location(head: &[u8], fallback_host: Option<&str>, https_port: Option<u16>) -
         }
     };
     format!("https://{host}{path}")
+}
+
+/// The request line's path, if well-formed (absolute, printable ASCII), else `/`.
+fn path(head: &[u8]) -> String {
+    let text = String::from_utf8_lossy(head);
+    text.split("\r\n")
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .filter(|p| p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or("/")
+        .to_string()
 }
 
 /// Host names, IPv4 and bracketed IPv6 addresses, with an optional port: nothing that
@@ -121,6 +154,7 @@ fn strip_port(host: &str) -> &str {
 pub async fn serve(
     listener: TcpListener,
     https_port: u16,
+    acme: Option<Arc<ResolvesServerCertAcme>>,
     connections: TaskTracker,
     cancel: CancellationToken,
 ) {
@@ -131,7 +165,7 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, addr)) => {
-                connections.spawn(answer(stream, addr, Some(https_port)));
+                connections.spawn(answer(stream, addr, Some(https_port), acme.clone()));
             }
             Err(e) => {
                 warn!(error = %e, "redirect port: accept failed");

@@ -1,6 +1,7 @@
 //! The listening socket: the accept loop, and one TCP connection's life from accept to
 //! close (first byte or TLS handshake, each with a deadline, then HTTP until the client
-//! leaves or the server shuts down).
+//! leaves or the server shuts down). A connection that speaks TURN instead goes to the
+//! embedded TURN server ([`demux`]).
 //!
 //! What a request does is [`crate::http`]'s business; a WebSocket that upgrades leaves
 //! this module's connection task and becomes a session (see [`crate::session`]).
@@ -15,6 +16,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
@@ -23,9 +25,12 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
+use self::demux::{Head, Peer, Prefixed};
 use self::idle::{LastRead, Watched};
 use crate::redirect;
+use crate::turn::TcpIntake;
 
+pub mod demux;
 mod idle;
 
 /// How long a client gets to complete the TLS handshake.
@@ -57,9 +62,40 @@ struct Shared {
     http: Builder<TokioExecutor>,
     /// `Some` for HTTPS/WSS.
     tls: Option<TlsAcceptor>,
+    /// The embedded TURN server's TCP path, for connections that speak TURN (`None`
+    /// without `--turn-server`).
+    turn: Option<TcpIntake>,
     /// Cancelled on shutdown: handshakes are abandoned, HTTP connections shut down
     /// gracefully.
     shutdown: CancellationToken,
+}
+
+/// [`demux::sniff`] within `limit`; `None` when the client sent too little in time,
+/// closed first, or the server is shutting down.
+async fn sniff_within<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    limit: Duration,
+    shutdown: &CancellationToken,
+) -> Option<(Peer, Head)> {
+    tokio::select! {
+        sniffed = tokio::time::timeout(limit, demux::sniff(stream)) => sniffed.ok()?.ok(),
+        _ = shutdown.cancelled() => None,
+    }
+}
+
+/// Gives a connection that speaks TURN to the embedded TURN server.
+fn hand_to_turn<S>(turn: Option<&TcpIntake>, stream: S, addr: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    match turn {
+        Some(turn) => {
+            if turn.serve(stream, addr) {
+                debug!(%addr, "TURN client on the HTTP(S) port");
+            }
+        }
+        None => debug!(%addr, "a TURN client, but --turn-server is off; closing"),
+    }
 }
 
 /// Accepts connections on `listener` until `shutdown` resolves, serving each in a task
@@ -70,6 +106,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<TlsAcceptor>,
+    turn: Option<TcpIntake>,
     connections: &TaskTracker,
     cancel: &CancellationToken,
     shutdown: impl Future<Output = ()>,
@@ -86,6 +123,7 @@ pub async fn serve(
         app,
         http,
         tls,
+        turn,
         shutdown: cancel.clone(),
     };
     tokio::pin!(shutdown);
@@ -119,18 +157,11 @@ async fn serve_connection(stream: TcpStream, addr: SocketAddr, shared: Shared) {
         app,
         http,
         tls,
+        turn,
         shutdown,
     } = shared;
     let stream = match tls {
-        // hyper's header timeout starts with the first byte; a connection that never
-        // sends one is dropped here.
-        None => match tokio::time::timeout(HTTP_HEADER_TIMEOUT, stream.peek(&mut [0])).await {
-            Ok(Ok(1)) => Either::Left(stream),
-            _ => {
-                debug!(%addr, "no request within {HTTP_HEADER_TIMEOUT:?}; closing");
-                return;
-            }
-        },
+        None => Either::Left(stream),
         // The handshake runs in this task, not in the accept loop, and has a deadline: a
         // client that stalls it (or a browser that rejects the certificate and hangs up)
         // costs one task for a while, never the other users' connections.
@@ -143,8 +174,25 @@ async fn serve_connection(stream: TcpStream, addr: SocketAddr, shared: Shared) {
                 _ = shutdown.cancelled() => return,
             };
             match peeked {
+                // Plain TURN over TCP on the HTTPS port (`turn:host:443?transport=tcp`).
+                // A ClientHello's 0x16 has STUN's top bits too, so TLS is asked first.
+                Ok(Ok(1))
+                    if !redirect::is_tls(first[0])
+                        && turn.is_some()
+                        && demux::classify(&first).is_none() =>
+                {
+                    let mut stream = stream;
+                    if let Some((Peer::Turn, head)) =
+                        sniff_within(&mut stream, HTTP_HEADER_TIMEOUT, &shutdown).await
+                    {
+                        hand_to_turn(turn.as_ref(), Prefixed::new(head, stream), addr);
+                    } else {
+                        debug!(%addr, "neither TLS nor TURN on the HTTPS port; closing");
+                    }
+                    return;
+                }
                 Ok(Ok(1)) if !redirect::is_tls(first[0]) => {
-                    return redirect::answer(stream, addr, None).await;
+                    return redirect::answer(stream, addr, None, None).await;
                 }
                 Ok(Ok(1)) => {}
                 _ => {
@@ -179,6 +227,29 @@ async fn serve_connection(stream: TcpStream, addr: SocketAddr, shared: Shared) {
             }
         }
     };
+    // HTTP or TURN (see `demux`): by ALPN, else by the first bytes, which also bounds a
+    // plain connection that never sends one (hyper's header timeout starts with the
+    // first byte).
+    let mut stream = stream;
+    let alpn = match &stream {
+        Either::Right(tls) => demux::classify_alpn(tls.get_ref().1.alpn_protocol()),
+        Either::Left(_) => None,
+    };
+    let (peer, head) = match alpn {
+        Some(peer) => (peer, Head::default()),
+        None => match sniff_within(&mut stream, HTTP_HEADER_TIMEOUT, &shutdown).await {
+            Some(decided) => decided,
+            None => {
+                debug!(%addr, "nothing received within {HTTP_HEADER_TIMEOUT:?}; closing");
+                return;
+            }
+        },
+    };
+    let stream = Prefixed::new(head, stream);
+    if peer == Peer::Turn {
+        hand_to_turn(turn.as_ref(), stream, addr);
+        return;
+    }
     let service = app.map_request(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
         req

@@ -115,33 +115,47 @@ pub fn announce(addr: SocketAddr, scheme: Scheme) {
 /// from, and a hint follows when [`bind_hint`] has one.
 pub fn cannot_listen(addr: SocketAddr, option: &str, error: &std::io::Error) -> anyhow::Error {
     let what = format!("cannot listen on {addr} ({option}): {error}");
-    match bind_hint(addr, error) {
+    match bind_hint(addr, option, error) {
         Some(hint) => anyhow::anyhow!("{what}\n{hint}"),
         None => anyhow::anyhow!(what),
     }
 }
 
-/// What to do when `addr` cannot be bound, for the errors people actually hit.
-pub fn bind_hint(addr: SocketAddr, error: &std::io::Error) -> Option<String> {
+/// What to do when `addr`, given with `option`, cannot be bound, for the errors people
+/// actually hit.
+pub fn bind_hint(addr: SocketAddr, option: &str, error: &std::io::Error) -> Option<String> {
     use std::io::ErrorKind;
     let port = addr.port();
+    let (ss, known, other) = match port {
+        9090 => (
+            "-ltnp",
+            " (9090 is also the default port of Prometheus and Cockpit)",
+            9091,
+        ),
+        // The TURN port: UDP unless given with --turn-listen-tcp.
+        3478 => (
+            if option == "--turn-listen-tcp" {
+                "-ltnp"
+            } else {
+                "-lunp"
+            },
+            " (3478 is the standard STUN/TURN port: is coturn or another TURN server running?)",
+            3479,
+        ),
+        _ if option.starts_with("--turn") => ("-lunp", "", 3478),
+        _ => ("-ltnp", "", 9090),
+    };
     match error.kind() {
         ErrorKind::AddrInUse => Some(format!(
-            "another program already listens on port {port}{}; `ss -ltnp 'sport = :{port}'` \
-             shows which. Stop it, or choose another port with --listen (or DUET_LISTEN), \
-             e.g. --listen {}",
-            if port == 9090 {
-                " (9090 is also the default port of Prometheus and Cockpit)"
-            } else {
-                ""
-            },
-            SocketAddr::new(addr.ip(), if port == 9090 { 9091 } else { 9090 })
+            "another program already uses port {port}{known}; `ss {ss} 'sport = :{port}'` \
+             shows which. Stop it, or choose another port with {option}, e.g. {option} {}",
+            SocketAddr::new(addr.ip(), other)
         )),
         ErrorKind::PermissionDenied if port < 1024 => Some(format!(
             "ports below 1024 need a privilege. Grant it to the binary once with \
              `sudo setcap cap_net_bind_service=+ep \"$(command -v duet)\"`, or under systemd \
              set AmbientCapabilities=CAP_NET_BIND_SERVICE (see docs/duet.service), or use a \
-             port from 1024 up, e.g. --listen {}",
+             port from 1024 up, e.g. {option} {}",
             SocketAddr::new(addr.ip(), 8443)
         )),
         ErrorKind::AddrNotAvailable => Some(format!(
@@ -196,12 +210,17 @@ mod tests {
     #[test]
     fn hints_name_the_flag() {
         let in_use = std::io::Error::from(std::io::ErrorKind::AddrInUse);
-        let hint = bind_hint(addr("0.0.0.0:9090"), &in_use).expect("hint");
+        let hint = bind_hint(addr("0.0.0.0:9090"), "--listen", &in_use).expect("hint");
         assert!(hint.contains("--listen 0.0.0.0:9091"), "{hint}");
+        let hint = bind_hint(addr("0.0.0.0:3478"), "--turn-listen", &in_use).expect("hint");
+        assert!(hint.contains("--turn-listen 0.0.0.0:3479"), "{hint}");
+        assert!(hint.contains("coturn"), "{hint}");
+        assert!(hint.contains("ss -lunp"), "{hint}");
         let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
-        let hint = bind_hint(addr("0.0.0.0:443"), &denied).expect("hint");
+        let hint = bind_hint(addr("0.0.0.0:443"), "--listen", &denied).expect("hint");
         assert!(hint.contains("cap_net_bind_service"), "{hint}");
         assert!(hint.contains("AmbientCapabilities"), "{hint}");
-        assert!(bind_hint(addr("0.0.0.0:8443"), &denied).is_none());
+        assert!(hint.contains("--listen 0.0.0.0:8443"), "{hint}");
+        assert!(bind_hint(addr("0.0.0.0:8443"), "--listen", &denied).is_none());
     }
 }

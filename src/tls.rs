@@ -69,8 +69,8 @@ pub struct TlsConfig {
 
     /// Get and renew a certificate for this domain automatically through ACME (Let's
     /// Encrypt by default), validated over TLS-ALPN-01 on --listen's port, which must be
-    /// reachable as port 443 from the internet. Turns HTTPS on. Repeatable;
-    /// comma-separated in the environment.
+    /// reachable as port 443 from the internet (or see --acme-challenge). Turns HTTPS on.
+    /// Repeatable; comma-separated in the environment.
     #[arg(
         long = "acme-domain",
         env = "DUET_ACME_DOMAINS",
@@ -100,6 +100,17 @@ pub struct TlsConfig {
     )]
     pub acme_directory: String,
 
+    /// How the ACME server checks that this machine holds the domain: tls-alpn-01 on
+    /// --listen's port (reachable as 443), or http-01 on --http-redirect-listen's port
+    /// (reachable as 80), for hosts where 443 is not reachable from the ACME server.
+    #[arg(
+        long,
+        env = "DUET_ACME_CHALLENGE",
+        value_name = "CHALLENGE",
+        default_value = "tls-alpn-01"
+    )]
+    pub acme_challenge: AcmeChallenge,
+
     /// Also trust this PEM CA certificate for the ACME directory's own HTTPS (a private
     /// ACME server), besides the public roots.
     #[arg(
@@ -124,6 +135,18 @@ pub struct TlsConfig {
         help_heading = "Basics"
     )]
     pub data_dir: Option<PathBuf>,
+}
+
+/// `--acme-challenge`: the ACME challenge type that proves control of a domain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AcmeChallenge {
+    /// TLS-ALPN-01 (RFC 8737), answered in the TLS handshake on the HTTPS port.
+    #[default]
+    #[value(name = "tls-alpn-01")]
+    TlsAlpn01,
+    /// HTTP-01, answered at `/.well-known/acme-challenge/` on `--http-redirect-listen`.
+    #[value(name = "http-01")]
+    Http01,
 }
 
 /// What the server needs to serve HTTPS.
@@ -197,8 +220,15 @@ impl TlsConfig {
     /// HTTPS with certificates from ACME: the challenge handshakes and the certificate
     /// both come from the ACME client's resolver.
     fn load_acme(&self) -> anyhow::Result<Tls> {
+        if self.acme_challenge == AcmeChallenge::Http01 && self.http_redirect_listen.is_none() {
+            anyhow::bail!(
+                "--acme-challenge http-01 is answered on the plain HTTP port: add \
+                 --http-redirect-listen 0.0.0.0:80 (or the port that the internet reaches as 80)"
+            );
+        }
         let acme = crate::acme::start(
             &self.acme_domains,
+            self.acme_challenge,
             self.acme_email.as_deref(),
             &self.acme_directory,
             self.acme_ca_file.as_deref(),
@@ -243,6 +273,15 @@ fn server_config_for(current: Arc<CurrentCert>) -> anyhow::Result<ServerConfig> 
         .with_cert_resolver(current);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// The same acceptor, also accepting ALPN protocol `proto`, in first place: the server's
+/// order decides, and a TURN client offering `stun.turn` and `http/1.1` (coturn's does)
+/// must get `stun.turn`. Browsers never offer it, so they still get `h2` or `http/1.1`.
+pub fn with_alpn(acceptor: &TlsAcceptor, proto: &[u8]) -> TlsAcceptor {
+    let mut config = ServerConfig::clone(acceptor.config());
+    config.alpn_protocols.insert(0, proto.to_vec());
+    TlsAcceptor::from(Arc::new(config))
 }
 
 /// Reads a PEM chain and its private key, checks that they belong together, and returns

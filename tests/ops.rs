@@ -539,6 +539,109 @@ fn body(response: &str) -> &str {
     response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
 }
 
+/// Debian's pebble (Let's Encrypt's ACME test server) and its DNS, on loopback, in a
+/// directory of their own; stopped and removed when dropped.
+struct Pebble {
+    dir: std::path::PathBuf,
+    acme_port: u16,
+    mgmt_port: u16,
+    /// Pebble's own HTTPS certificate, which duet trusts through --acme-ca-file.
+    cert: std::path::PathBuf,
+    _dns: Helper,
+    _pebble: Helper,
+}
+
+impl Pebble {
+    /// Starts pebble validating HTTP-01 at `http_port` and TLS-ALPN-01 at `tls_port`, or
+    /// `None` when pebble is not installed (`scripts/test` installs it).
+    async fn start(tag: &str, http_port: u16, tls_port: u16) -> Option<Pebble> {
+        if Command::new("pebble").arg("-h").output().is_err() {
+            eprintln!("pebble is not installed (apt-get install pebble); skipping the ACME test");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("duet-ops-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let cert = dir.join("pebble-cert.pem");
+        let key = dir.join("pebble-key.pem");
+        write_cert(&cert, &key);
+        let (acme_port, mgmt_port, dns_port) = (free_port(), free_port(), free_port());
+        let config = serde_json::json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{acme_port}"),
+            "managementListenAddress": format!("127.0.0.1:{mgmt_port}"),
+            "certificate": cert,
+            "privateKey": key,
+            // Validation connects to the domain at these ports: duet's.
+            "httpPort": http_port,
+            "tlsPort": tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+            // Short-lived, so that a renewal (at a third of the lifetime left) comes soon.
+            "certificateValidityPeriod": 30
+        }});
+        let config_file = dir.join("pebble.json");
+        std::fs::write(&config_file, config.to_string()).expect("config");
+        // Every name resolves to 127.0.0.1 (and no IPv6, where duet does not listen).
+        let dns = Helper(
+            Command::new("pebble-challtestsrv")
+                .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+                .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+                .args(["-management", &format!("127.0.0.1:{}", free_port())])
+                .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start pebble-challtestsrv"),
+        );
+        let pebble = Helper(
+            Command::new("pebble")
+                .arg("-config")
+                .arg(&config_file)
+                .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+                // No random validation delays, no deliberately rejected nonces.
+                .env("PEBBLE_VA_NOSLEEP", "1")
+                .env("PEBBLE_WFE_NONCEREJECT", "0")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start pebble"),
+        );
+        wait_listening(acme_port, "pebble").await;
+        wait_listening(mgmt_port, "pebble management").await;
+        Some(Pebble {
+            dir,
+            acme_port,
+            mgmt_port,
+            cert,
+            _dns: dns,
+            _pebble: pebble,
+        })
+    }
+
+    fn directory(&self) -> String {
+        format!("https://localhost:{}/dir", self.acme_port)
+    }
+
+    /// The root that issues pebble's certificates, from its management interface.
+    async fn root(&self) -> std::path::PathBuf {
+        let mgmt: SocketAddr = format!("127.0.0.1:{}", self.mgmt_port)
+            .parse()
+            .expect("addr");
+        let (_, response) = https_get_from(mgmt, "localhost", &self.cert, "/roots/0")
+            .await
+            .expect("pebble root");
+        let root = self.dir.join("pebble-root.pem");
+        std::fs::write(&root, body(&response)).expect("write root");
+        root
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// ACME against Debian's pebble, all on loopback: duet gets a certificate for a test
 /// domain through TLS-ALPN-01, https and wss work with it, a renewal (pebble issues
 /// short-lived certificates here) is served without a restart while a WebSocket stays
@@ -549,69 +652,16 @@ async fn acme_certificate_from_pebble_is_served_and_renewed() {
     use futures_util::{SinkExt as _, StreamExt as _};
     use tokio_tungstenite::tungstenite::Message;
 
-    if Command::new("pebble").arg("-h").output().is_err() {
-        eprintln!("pebble is not installed (apt-get install pebble); skipping the ACME test");
-        return;
-    }
     const DOMAIN: &str = "duet.test";
-    let dir = std::env::temp_dir().join(format!("duet-ops-pebble-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-
-    // Pebble's own HTTPS certificate, which duet trusts through --acme-ca-file.
-    let pebble_cert = dir.join("pebble-cert.pem");
-    let pebble_key = dir.join("pebble-key.pem");
-    write_cert(&pebble_cert, &pebble_key);
-
-    let (acme_port, mgmt_port, dns_port, duet_port) =
-        (free_port(), free_port(), free_port(), free_port());
-    let config = serde_json::json!({"pebble": {
-        "listenAddress": format!("127.0.0.1:{acme_port}"),
-        "managementListenAddress": format!("127.0.0.1:{mgmt_port}"),
-        "certificate": pebble_cert,
-        "privateKey": pebble_key,
-        "httpPort": free_port(),
-        // Validation connects to the domain at this port: duet's.
-        "tlsPort": duet_port,
-        "ocspResponderURL": "",
-        "externalAccountBindingRequired": false,
-        // Short-lived, so that a renewal (at a third of the lifetime left) comes soon.
-        "certificateValidityPeriod": 30
-    }});
-    let config_file = dir.join("pebble.json");
-    std::fs::write(&config_file, config.to_string()).expect("config");
-    // Every name resolves to 127.0.0.1 (and no IPv6, where duet does not listen).
-    let _dns = Helper(
-        Command::new("pebble-challtestsrv")
-            .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
-            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .args(["-management", &format!("127.0.0.1:{}", free_port())])
-            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start pebble-challtestsrv"),
-    );
-    let _pebble = Helper(
-        Command::new("pebble")
-            .arg("-config")
-            .arg(&config_file)
-            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
-            // No random validation delays, no deliberately rejected nonces.
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_WFE_NONCEREJECT", "0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start pebble"),
-    );
-    wait_listening(acme_port, "pebble").await;
-    wait_listening(mgmt_port, "pebble management").await;
-
+    let duet_port = free_port();
+    let Some(pebble) = Pebble::start("pebble", free_port(), duet_port).await else {
+        return;
+    };
+    let dir = pebble.dir.clone();
     let data = dir.join("data");
     let listen = format!("127.0.0.1:{duet_port}");
-    let directory = format!("https://localhost:{acme_port}/dir");
-    let ca = pebble_cert.display().to_string();
+    let directory = pebble.directory();
+    let ca = pebble.cert.display().to_string();
     let data_s = data.display().to_string();
     let args = [
         "--listen",
@@ -632,13 +682,7 @@ async fn acme_certificate_from_pebble_is_served_and_renewed() {
     duet.wait_for("DeployedNewCert");
     eprintln!("certificate from pebble after {:?}", started.elapsed());
 
-    // The issuing root, from pebble's management interface.
-    let mgmt: SocketAddr = format!("127.0.0.1:{mgmt_port}").parse().expect("addr");
-    let (_, response) = https_get_from(mgmt, "localhost", &pebble_cert, "/roots/0")
-        .await
-        .expect("pebble root");
-    let root = dir.join("pebble-root.pem");
-    std::fs::write(&root, body(&response)).expect("write root");
+    let root = pebble.root().await;
 
     let addr = duet.addr;
     let (first, response) = https_get_from(addr, DOMAIN, &root, "/healthz")
@@ -687,7 +731,77 @@ async fn acme_certificate_from_pebble_is_served_and_renewed() {
     drop(duet);
     let mut again = Duet::start("acme2", &args);
     again.wait_for("DeployedCachedCert");
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--acme-challenge http-01`: pebble validates over plain HTTP on the
+/// `--http-redirect-listen` port, which still redirects every other request; the
+/// certificate is then served on the HTTPS port.
+#[tokio::test]
+async fn acme_http01_is_answered_on_the_redirect_port() {
+    const DOMAIN: &str = "duet-http01.test";
+    let (duet_port, redirect_port) = (free_port(), free_port());
+    let Some(pebble) = Pebble::start("pebble-http01", redirect_port, free_port()).await else {
+        return;
+    };
+    let listen = format!("127.0.0.1:{duet_port}");
+    let redirect = format!("127.0.0.1:{redirect_port}");
+    let directory = pebble.directory();
+    let ca = pebble.cert.display().to_string();
+    let data = pebble.dir.join("data").display().to_string();
+    let args = [
+        "--listen",
+        listen.as_str(),
+        "--acme-domain",
+        DOMAIN,
+        "--acme-challenge",
+        "http-01",
+        "--http-redirect-listen",
+        redirect.as_str(),
+        "--acme-directory",
+        directory.as_str(),
+        "--acme-ca-file",
+        ca.as_str(),
+        "--data-dir",
+        data.as_str(),
+    ];
+    let started = Instant::now();
+    let mut duet = Duet::start("acme-http01", &args);
+    duet.wait_for("DeployedNewCert");
+    eprintln!(
+        "certificate from pebble over HTTP-01 after {:?}",
+        started.elapsed()
+    );
+
+    let root = pebble.root().await;
+    let (_, response) = https_get_from(duet.addr, DOMAIN, &root, "/healthz")
+        .await
+        .expect("https with the ACME certificate");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let redirect_addr: SocketAddr = redirect.parse().expect("addr");
+    let response = raw_http(
+        redirect_addr,
+        "GET /.well-known/acme-challenge/not-a-pending-token HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+    let response = raw_http(redirect_addr, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 301"), "{response}");
+}
+
+/// `--acme-challenge http-01` without the port it is answered on is refused at startup
+/// with the flag to add.
+#[test]
+fn acme_http01_without_a_redirect_port_says_what_to_add() {
+    let (status, output) = run_to_exit(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--acme-domain",
+        "duet.test",
+        "--acme-challenge",
+        "http-01",
+    ]);
+    assert!(!status.success());
+    assert!(output.contains("--http-redirect-listen"), "{output}");
 }
 
 /// Waits for the pong to our ping `payload`, skipping the server's own keepalive pings:

@@ -344,3 +344,212 @@ async fn allowed_origins_restrict_browsers_only() {
     let mut a = Client::connect(&server.url("/")).await;
     assert_eq!(a.login("originless").await["success"], true);
 }
+
+/// A WebSocket opened by hand on a raw TCP socket: the handshake with `key`, and the
+/// status line of the server's answer.
+async fn raw_upgrade(addr: std::net::SocketAddr, key: &str) -> (tokio::net::TcpStream, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut byte))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        assert!(n == 1, "closed during the handshake: {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let status = head.lines().next().unwrap_or_default().to_string();
+    (stream, status)
+}
+
+/// A client frame (masked, as RFC 6455 requires) with the given first byte and payload.
+fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    let mut frame = vec![first, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// The close code of the server's next frame, which must be a close frame.
+async fn close_code_read(stream: &mut tokio::net::TcpStream) -> u16 {
+    use tokio::io::AsyncReadExt as _;
+    let mut header = [0u8; 2];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut header))
+        .await
+        .expect("a close frame in time")
+        .expect("read");
+    assert_eq!(header[0], 0x88, "a final close frame, got {header:?}");
+    let mut payload = vec![0u8; usize::from(header[1] & 0x7f)];
+    stream.read_exact(&mut payload).await.expect("payload");
+    assert!(payload.len() >= 2, "a close frame with a code");
+    u16::from_be_bytes([payload[0], payload[1]])
+}
+
+/// RFC 6455 4.2.1: a `Sec-WebSocket-Key` that is not 16 bytes in base64 gets 400, not an
+/// upgrade; a good one still upgrades.
+#[tokio::test]
+async fn a_malformed_websocket_key_is_refused() {
+    let server = Server::start(|_| {}).await;
+    for key in [
+        "not base64!",
+        "c2hvcnQ=",
+        "dGhpcyBpcyBtb3JlIHRoYW4gMTYgYnl0ZXM=",
+    ] {
+        let (_, status) = raw_upgrade(server.addr, key).await;
+        assert!(status.contains(" 400 "), "{key}: {status}");
+    }
+    let (_, status) = raw_upgrade(server.addr, "dGhlIHNhbXBsZSBub25jZQ==").await;
+    assert!(status.contains(" 101 "), "{status}");
+}
+
+/// A frame that breaks the protocol is answered with close code 1002 and a text message
+/// that is not UTF-8 with 1007 (RFC 6455 7.4.1), not a dropped connection; the server
+/// goes on serving others.
+#[tokio::test]
+async fn broken_frames_get_their_close_codes() {
+    use tokio::io::AsyncWriteExt as _;
+    let server = Server::start(|_| {}).await;
+    let cases: [(&str, Vec<u8>, u16); 3] = [
+        // FIN + a reserved bit + text.
+        ("reserved bit", masked_frame(0xC1, b"{}"), 1002),
+        // FIN + opcode 3 (reserved data frame type).
+        ("unknown opcode", masked_frame(0x83, b"x"), 1002),
+        // FIN + text, invalid UTF-8.
+        (
+            "invalid UTF-8",
+            masked_frame(0x81, &[0x7b, 0xff, 0xfe, 0x7d]),
+            1007,
+        ),
+    ];
+    for (what, frame, code) in cases {
+        let (mut stream, status) = raw_upgrade(server.addr, "dGhlIHNhbXBsZSBub25jZQ==").await;
+        assert!(status.contains(" 101 "), "{status}");
+        stream.write_all(&frame).await.expect("write");
+        assert_eq!(close_code_read(&mut stream).await, code, "{what}");
+    }
+    let mut a = Client::connect(&server.url("/ws")).await;
+    assert_eq!(a.login("after-broken-frames").await["success"], true);
+}
+
+/// One call attempt from `caller` to `callee_name` that is hung up before it is answered:
+/// the callee rings and hears the hang-up.
+async fn ring_and_hang_up(caller: &mut Client, callee: &mut Client, callee_name: &str) {
+    caller
+        .send(json!({"type": "offer", "name": callee_name, "offer": offer_payload()}))
+        .await;
+    callee.recv_type("offer").await;
+    caller
+        .send(json!({"type": "leave", "name": callee_name}))
+        .await;
+    callee.recv_type("leave").await;
+}
+
+/// Ring-bombing (issue 15 finding 6): a connection may start 10 calls at once, then one
+/// every 6 s; the next is refused to the caller with `rate-limited` and does not ring.
+/// Renegotiation within a call is not counted.
+#[tokio::test]
+async fn a_caller_cannot_start_calls_without_end() {
+    let server = Server::start(|c| c.rate_limit = 1000.0).await;
+    let mut alice = Client::connect(&server.url("/ws")).await;
+    let mut bob = Client::connect(&server.url("/ws")).await;
+    alice.login("bomb-alice").await;
+    bob.login("bomb-bob").await;
+    for _ in 0..10 {
+        ring_and_hang_up(&mut alice, &mut bob, "bomb-bob").await;
+    }
+    alice
+        .send(json!({"type": "offer", "name": "bomb-bob", "offer": offer_payload()}))
+        .await;
+    let refused = alice.recv_type("error").await;
+    assert_eq!(refused["code"], "rate-limited", "{refused}");
+    assert_eq!(refused["request"], "offer", "{refused}");
+    assert_eq!(refused["name"], "bomb-bob", "{refused}");
+    bob.silent_for(Duration::from_millis(300)).await;
+}
+
+/// A target rings for at most 20 new calls at once from all callers together, then one
+/// every 3 s; the next caller gets `rate-limited` naming the target, and its attempt is over
+/// (it may call someone else at once).
+#[tokio::test]
+async fn a_target_is_not_rung_without_end() {
+    let server = Server::start(|c| c.rate_limit = 1000.0).await;
+    let mut bob = Client::connect(&server.url("/ws")).await;
+    bob.login("target-bob").await;
+    let mut callers = Vec::new();
+    for i in 0..3 {
+        let mut caller = Client::connect(&server.url("/ws")).await;
+        caller.login(&format!("target-caller-{i}")).await;
+        callers.push(caller);
+    }
+    for round in 0..20 {
+        ring_and_hang_up(&mut callers[round % 3], &mut bob, "target-bob").await;
+    }
+    let last = &mut callers[2];
+    last.send(json!({"type": "offer", "name": "target-bob", "offer": offer_payload()}))
+        .await;
+    let refused = last.recv_type("error").await;
+    assert_eq!(refused["code"], "rate-limited", "{refused}");
+    assert_eq!(refused["name"], "target-bob", "{refused}");
+    bob.silent_for(Duration::from_millis(300)).await;
+    // The refused attempt is over on the caller's side: it can call someone else.
+    let (first, rest) = callers.split_at_mut(1);
+    ring_and_hang_up(&mut rest[1], &mut first[0], "target-caller-0").await;
+}
+
+/// Logins per client address (issue 15 finding 7): 60 at once, then two a second; the
+/// next login gets `rate-limited` (and may be retried), while another address is not
+/// affected.
+#[tokio::test]
+async fn logins_are_limited_per_address() {
+    use futures_util::StreamExt as _;
+    let server = Server::start(|c| c.rate_limit = 1000.0).await;
+    let started = std::time::Instant::now();
+    let mut clients = Vec::new();
+    // Until the first refusal: 60, plus what refilled meanwhile (two a second).
+    let refused = loop {
+        let mut c = Client::connect(&server.url("/ws")).await;
+        let reply = c.login(&format!("many-{}", clients.len())).await;
+        if reply["success"] != true {
+            break reply;
+        }
+        clients.push(c);
+        assert!(clients.len() < 300, "no login refused");
+    };
+    assert_eq!(refused["code"], "rate-limited", "{refused}");
+    let refilled = (started.elapsed().as_secs_f64() * 2.0).ceil() as usize;
+    assert!(
+        (60..=60 + refilled).contains(&clients.len()),
+        "{} logins before the refusal, {refilled} refilled",
+        clients.len()
+    );
+
+    // From 127.0.0.2, another source, the same server takes a login at once.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.2:0".parse().expect("addr"))
+        .expect("bind 127.0.0.2");
+    let stream = socket.connect(server.addr).await.expect("connect");
+    let (mut ws, _) = tokio_tungstenite::client_async(server.url("/ws"), stream)
+        .await
+        .expect("upgrade");
+    ws.send(Message::text(r#"{"type":"login","name":"other-address"}"#))
+        .await
+        .expect("send");
+    let reply = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("reply in time");
+    assert!(
+        matches!(reply, Some(Ok(Message::Text(ref t))) if t.contains("\"success\":true")),
+        "{reply:?}"
+    );
+}

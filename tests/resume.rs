@@ -558,3 +558,30 @@ async fn after_a_graceful_restart_a_call_not_named_by_both_ends() {
         .await;
     assert_eq!(next(&mut b).await["code"], "not-in-call");
 }
+
+/// After a restart, a call pending a peer that never comes back ends when the peer's
+/// window passes, and its name is then free.
+#[tokio::test]
+async fn after_a_restart_a_peer_that_does_not_come_back_ends_the_call() {
+    let data = TempDir::new("restart-gone");
+    let addr = free_addr();
+    let window = ["--resume-window", "1s"];
+    let mut duet = Process::start(addr, &data.0, &window).await;
+    let (mut a, ta) = resumable_at(&duet.url(), "alice").await;
+    let (mut b, _) = resumable_at(&duet.url(), "bob").await;
+    connect_call(&mut a, "alice", &mut b, "bob").await;
+    wait_kept(&data.0, addr.port(), &["alice", "bob"]).await;
+    duet.kill();
+    drop((a, b));
+    let duet = Process::start(addr, &data.0, &window).await;
+    let (mut a, reply) = resume_at(&duet.url(), "alice", &ta, Some("bob")).await;
+    assert_eq!(reply["resumed"], true, "{reply}");
+    assert_eq!(next(&mut a).await["type"], "reconnecting");
+    let leave = next(&mut a).await;
+    assert_eq!(
+        leave,
+        json!({"type": "leave", "name": "bob", "reason": "disconnected"})
+    );
+    let mut stranger = Client::connect(&duet.url()).await;
+    assert_eq!(stranger.login("bob").await["success"], true);
+}

@@ -149,10 +149,11 @@ async fn embedded_turn_server_accepts_the_credentials_duet_hands_out() {
     let reply = login(&server, "bob").await;
     let turn = turn_entry(&reply);
     let urls = turn["urls"].as_array().expect("urls");
+    // Without --turn-listen-tcp, TURN over TCP is on duet's own port (`server::demux`).
+    assert_eq!(urls.len(), 2, "UDP, then TCP on duet's port: {urls:?}");
     assert_eq!(
-        urls.len(),
-        1,
-        "UDP only without --turn-listen-tcp: {urls:?}"
+        urls[1],
+        format!("turn:127.0.0.1:{}?transport=tcp", server.addr.port())
     );
     let url = urls[0].as_str().expect("url");
     assert!(

@@ -98,10 +98,11 @@ pub struct Common {
     /// the run and its output are the single-server ones.
     #[arg(long, value_enum)]
     pub placement: Option<Placement>,
-    /// Spread client sockets over source addresses 127.0.0.1 ..= 127.0.0.N (IPv4 targets),
-    /// so that many connections and reconnects never run out of ephemeral ports.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=250))]
-    pub source_addrs: u8,
+    /// Spread client sockets over N source addresses in 127.0.0.0/8 (IPv4 targets), so that
+    /// many connections and reconnects never run out of ephemeral ports, and (as many
+    /// users would) stay under duet's per-address login limit.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=60000))]
+    pub source_addrs: u16,
 }
 
 /// Where the members of each pair connect (see `--placement`).

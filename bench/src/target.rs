@@ -98,11 +98,15 @@ struct DialerInner {
 }
 
 impl Dialer {
-    /// `source_addrs` > 1 spreads IPv4 connections over 127.0.0.1..=127.0.0.N.
-    pub fn new(target: Target, source_addrs: u8) -> Result<Self> {
+    /// `source_addrs` > 1 spreads IPv4 connections over N loopback addresses: 127.0.0.1,
+    /// 127.0.0.2, ... (up to 250 of them, as before), then on into 127.0.1.1 and so on.
+    pub fn new(target: Target, source_addrs: u16) -> Result<Self> {
         let sources = match target.addr {
-            SocketAddr::V4(_) if source_addrs > 1 => (1..=source_addrs)
-                .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+            SocketAddr::V4(_) if source_addrs > 1 => (0..source_addrs)
+                .map(|i| {
+                    let [hi, lo] = (i / 250).to_be_bytes();
+                    IpAddr::V4(Ipv4Addr::new(127, hi, lo, (i % 250) as u8 + 1))
+                })
                 .collect(),
             _ => Vec::new(),
         };

@@ -28,11 +28,42 @@ const ARGS = [
 
 /**
  * @param {{args?: string[], executablePath?: string}} [options] extra Chromium flags (e.g.
- *   --ignore-certificate-errors); another executable (e.g. one that runs Chromium in a
- *   network namespace, NetNs.chromiumWrapper)
+ *   --ignore-certificate-errors); another executable (the network lab's, or
+ *   NetNs.chromiumWrapper, which run Chromium inside a namespace)
  */
 export async function launchBrowser({ args = [], executablePath = CHROMIUM } = {}) {
   return chromium.launch({ executablePath, headless: true, args: [...ARGS, ...args] });
+}
+
+/**
+ * The selected candidate pair of the page's peer connection, from getStats: its state,
+ * both candidates' types, the local one's relay protocol (udp/tcp/tls for a relay
+ * candidate), or null while none is selected.
+ */
+export function selectedPair(page) {
+  return page.evaluate(async () => {
+    const pc = window.duet.state.pc;
+    if (!pc) return null;
+    const stats = new Map();
+    for (const s of (await pc.getStats()).values()) stats.set(s.id, s);
+    let pair = null;
+    for (const s of stats.values()) {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+    }
+    if (!pair) return null;
+    const local = stats.get(pair.localCandidateId);
+    const remote = stats.get(pair.remoteCandidateId);
+    return {
+      state: pair.state,
+      local: local?.candidateType,
+      localProtocol: local?.relayProtocol ?? local?.protocol,
+      localAddress: `${local?.address}:${local?.port}`,
+      remote: remote?.candidateType,
+      remoteAddress: `${remote?.address}:${remote?.port}`,
+      bytesSent: pair.bytesSent,
+      bytesReceived: pair.bytesReceived,
+    };
+  });
 }
 
 /**

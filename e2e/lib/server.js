@@ -34,15 +34,18 @@ export async function freePort() {
 
 export class DuetServer {
   /**
-   * @param {{args?: string[], port?: number, dataDir?: string, host?: string}} [options] extra duet flags;
-   *   `dataDir` defaults to a new temporary directory, kept across restart() (so resume
-   *   tokens and held names survive it) and never shared with another server
+   * @param {{args?: string[], port?: number, dataDir?: string, host?: string, https?: boolean}} [options]
+   *   extra duet flags; the address to listen on (default 127.0.0.1 and a free port);
+   *   https: the args turn TLS on, so the base URL is https; `dataDir` defaults to a new
+   *   temporary directory, kept across restart() (so resume tokens and held names
+   *   survive it) and never shared with another server
    */
-  constructor({ args = [], port, dataDir, host = '127.0.0.1' } = {}) {
+  constructor({ args = [], port, dataDir, host = '127.0.0.1', https = false } = {}) {
     this.args = args;
     this.port = port;
     /** The address to listen on: loopback, or one inside a namespace the test made. */
     this.host = host;
+    this.https = https;
     // A test that passes its own --data-dir keeps it.
     this.ownsDataDir = !dataDir && !args.includes('--data-dir');
     this.dataDir = this.ownsDataDir ? mkdtempSync(join(tmpdir(), 'duet-e2e-')) : dataDir;
@@ -51,7 +54,7 @@ export class DuetServer {
   }
 
   get baseUrl() {
-    return `http://${this.host}:${this.port}`;
+    return `${this.https ? 'https' : 'http'}://${this.host}:${this.port}`;
   }
 
   async start() {

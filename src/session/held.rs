@@ -45,7 +45,11 @@ impl Session {
             | End::WriteTimeout
             | End::PongTimeout
             | End::Restarted => true,
-            End::RateLimited | End::TooBig | End::Replaced => false,
+            End::RateLimited
+            | End::TooBig
+            | End::ProtocolError
+            | End::InvalidUtf8
+            | End::Replaced => false,
         };
         eligible
             && self.seat.is_some()

@@ -1,5 +1,5 @@
 //! The per-connection rate limit: a token bucket that also decides when a client that
-//! keeps sending past it is disconnected.
+//! keeps sending past it is disconnected; and the limits on calls, against ring-bombing.
 
 use tokio::time::Instant;
 
@@ -58,6 +58,52 @@ impl RateLimit {
     }
 }
 
+/// Logins from one client address (an IPv4 address or an IPv6 /64): 60 at once (an
+/// office behind one NAT signing in after a restart), then two a second. Each login and
+/// logout is a presence update to everyone online, so one client churning logins could
+/// otherwise flood every user (issue 15 finding 7).
+pub const LOGINS_PER_SECOND: f64 = 2.0;
+pub const LOGINS_BURST: f64 = 60.0;
+
+/// Calls a connection may start: 10 at once, then one every 6 s (10 a minute). Nobody
+/// dials ten people within a minute by hand; a script re-offering a victim does.
+const CALLS_BURST: u32 = 10;
+const CALLS_PER_SECOND: f64 = 1.0 / 6.0;
+
+/// Incoming calls a connection may ring for: 20 at once, then one every 3 s (20 a minute),
+/// from all callers together.
+const RINGS_BURST: u32 = 20;
+const RINGS_PER_SECOND: f64 = 1.0 / 3.0;
+
+/// The limits on calls of one connection, against ring-bombing (re-offering a victim so
+/// that it rings without end and is busy for everyone else): how many calls it may start,
+/// and how many incoming calls may ring it. Renegotiation within a call is not counted.
+pub struct CallLimits {
+    started: RateLimit,
+    rung: RateLimit,
+}
+
+impl CallLimits {
+    /// The limits, or none at all when not `enabled` (`--rate-limit 0`).
+    pub fn new(enabled: bool, now: Instant) -> Self {
+        let on = |rate| if enabled { rate } else { 0.0 };
+        CallLimits {
+            started: RateLimit::new(on(CALLS_PER_SECOND), CALLS_BURST, now),
+            rung: RateLimit::new(on(RINGS_PER_SECOND), RINGS_BURST, now),
+        }
+    }
+
+    /// Whether our client may start a new call at `now` (counts it if so).
+    pub fn may_start(&mut self, now: Instant) -> bool {
+        self.started.check(now) == Verdict::Allowed
+    }
+
+    /// Whether a new incoming call may ring here at `now` (counts it if so).
+    pub fn may_ring(&mut self, now: Instant) -> bool {
+        self.rung.check(now) == Verdict::Allowed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -90,6 +136,21 @@ mod tests {
             assert_eq!(rl.check(start), Verdict::Refused);
         }
         assert_eq!(rl.check(start), Verdict::Exceeded);
+    }
+
+    #[test]
+    fn calls_allow_a_burst_then_one_every_few_seconds() {
+        let start = Instant::now();
+        let mut limits = CallLimits::new(true, start);
+        assert!((0..CALLS_BURST).all(|_| limits.may_start(start)));
+        assert!(!limits.may_start(start));
+        assert!(limits.may_start(start + Duration::from_secs(6)));
+        assert!(!limits.may_start(start + Duration::from_secs(7)));
+        assert!((0..RINGS_BURST).all(|_| limits.may_ring(start)));
+        assert!(!limits.may_ring(start));
+        assert!(limits.may_ring(start + Duration::from_secs(3)));
+        let mut off = CallLimits::new(false, start);
+        assert!((0..1000).all(|_| off.may_start(start) && off.may_ring(start)));
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub mod store;
 mod user;
 
 use std::error::Error as StdError;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -42,7 +42,7 @@ use tracing::{debug, info};
 
 use self::call::Call;
 use self::held::{Held, taken_over};
-use self::limits::{RateLimit, Verdict};
+use self::limits::{CallLimits, RateLimit, Verdict};
 use self::resume::{Resume, Seat};
 use self::user::User;
 use crate::config::Config;
@@ -51,6 +51,7 @@ use crate::logging::shown;
 use crate::metrics::{ConnectionPermit, Metrics};
 use crate::protocol::{self, ErrorCode, LeaveReason};
 use crate::registry::{Event, Registry};
+use crate::source_limit::SourceLimiter;
 
 /// What every session shares.
 pub struct Context {
@@ -62,11 +63,20 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// The resume key and this node's resumable sessions.
     pub resume: Resume,
+    /// Logins per client address ([`login_limiter`]).
+    pub logins: SourceLimiter,
+}
+
+/// The per-address login budget for [`Context::logins`].
+pub fn login_limiter() -> SourceLimiter {
+    SourceLimiter::new(limits::LOGINS_PER_SECOND, limits::LOGINS_BURST)
 }
 
 /// WebSocket close codes the server uses (RFC 6455 section 7.4.1).
 mod close_code {
     pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const INVALID_DATA: u16 = 1007;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const TRY_AGAIN_LATER: u16 = 1013;
@@ -93,6 +103,11 @@ enum End {
     PongTimeout,
     RateLimited,
     TooBig,
+    /// The client broke the WebSocket protocol (RFC 6455: reserved bits, unmasked or
+    /// fragmented control frames, unknown opcodes...).
+    ProtocolError,
+    /// A text message that is not UTF-8.
+    InvalidUtf8,
     /// A login with this session's resume token took it over on another connection.
     Replaced,
     /// Never connected in this process: held from the table of names after a restart.
@@ -108,6 +123,8 @@ impl End {
             End::PongTimeout => (close_code::POLICY, "no pong received"),
             End::RateLimited => (close_code::POLICY, "rate limit exceeded"),
             End::TooBig => (close_code::TOO_BIG, "message too big"),
+            End::ProtocolError => (close_code::PROTOCOL_ERROR, "websocket protocol error"),
+            End::InvalidUtf8 => (close_code::INVALID_DATA, "text message is not UTF-8"),
             End::Replaced => (close_code::REPLACED, "resumed on another connection"),
             End::ClientClosed | End::SocketError | End::WriteTimeout | End::Restarted => {
                 return None;
@@ -127,6 +144,10 @@ struct Session {
     /// Set by a successful login.
     user: Option<User>,
     rate: RateLimit,
+    /// How many calls this connection may start and be rung for.
+    calls: CallLimits,
+    /// The client's address, whose login budget a login spends.
+    ip: IpAddr,
     /// Frames to write to the client once the current input is handled.
     out: Vec<Message>,
     /// Set when the session must end after `out` is written.
@@ -166,6 +187,8 @@ where
     info!(id, addr = %shown(addr), "connected");
     let session = Session {
         rate: RateLimit::new(ctx.config.rate_limit, ctx.config.rate_burst, Instant::now()),
+        calls: CallLimits::new(ctx.config.rate_limit > 0.0, Instant::now()),
+        ip: addr.ip(),
         id,
         user: None,
         out: Vec::new(),
@@ -204,6 +227,9 @@ pub async fn restore(ctx: Arc<Context>, id: u64, row: store::Row) -> Option<Rest
     info!(id, name = %shown(&row.name), "holding a name from the last run");
     let session = Session {
         rate: RateLimit::new(ctx.config.rate_limit, ctx.config.rate_burst, Instant::now()),
+        calls: CallLimits::new(ctx.config.rate_limit > 0.0, Instant::now()),
+        // Not a connection: no address of its own; a resume takes it over on a new one.
+        ip: IpAddr::from([0, 0, 0, 0]),
         id,
         user: Some(User {
             json: protocol::json_string(row.name.as_str()),
@@ -341,11 +367,9 @@ impl Session {
                         }
                         None => break End::ClientClosed,
                         Some(Err(e)) => {
-                            if is_too_big(&e) {
-                                break End::TooBig;
-                            }
-                            debug!(id = self.id, error = %e, "websocket read failed");
-                            break End::SocketError;
+                            let end = read_error_end(&e);
+                            debug!(id = self.id, error = %e, ?end, "websocket read failed");
+                            break end;
                         }
                     }
                 }
@@ -553,16 +577,25 @@ async fn recv(user: &Option<User>) -> Option<Box<Event>> {
     }
 }
 
-/// Whether a read error means the client sent a frame over the size limit.
-fn is_too_big(e: &(dyn StdError + 'static)) -> bool {
+/// Why a read error ends the session: a frame over the size limit, a broken frame or
+/// invalid text (each answered with its close code), or the connection itself failing.
+fn read_error_end(e: &(dyn StdError + 'static)) -> End {
     let mut source = Some(e);
     while let Some(err) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = err.downcast_ref::<tungstenite::Error>() {
-            return true;
+        match err.downcast_ref::<tungstenite::Error>() {
+            Some(tungstenite::Error::Capacity(_)) => return End::TooBig,
+            // The connection ending without a close frame: a network drop, not a broken
+            // client (and, for a resumable login, a reason to hold its name).
+            Some(tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            )) => return End::SocketError,
+            Some(tungstenite::Error::Protocol(_)) => return End::ProtocolError,
+            Some(tungstenite::Error::Utf8(_)) => return End::InvalidUtf8,
+            _ => {}
         }
         source = err.source();
     }
-    false
+    End::SocketError
 }
 
 #[cfg(test)]

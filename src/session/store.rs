@@ -166,6 +166,10 @@ impl Store {
         if freeze {
             self.frozen.store(true, Ordering::Relaxed);
         }
+        // A server that never had a resumable name leaves nothing behind.
+        if rows.is_empty() && !self.names.exists() {
+            return;
+        }
         if rows.len() > MAX_NAMES {
             warn!(
                 names = rows.len(),
@@ -360,6 +364,8 @@ mod tests {
     async fn nothing_is_written_after_the_freeze() {
         let dir = tmpdir("freeze");
         let (store, _, _) = Store::open(&dir, 1, None, 0);
+        store.write(Vec::new(), false).await;
+        assert!(!dir.exists(), "nothing to keep, nothing written");
         store.write(vec![row("alice", 9)], true).await;
         store.write(Vec::new(), false).await;
         let (_, _, rows) = Store::open(&dir, 1, None, 0);

@@ -100,6 +100,7 @@ fn context_with(configure: impl FnOnce(&mut Config)) -> Arc<Context> {
         ice: Default::default(),
         shutdown: CancellationToken::new(),
         resume: Resume::new(None),
+        logins: super::login_limiter(),
     })
 }
 

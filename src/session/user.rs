@@ -112,6 +112,14 @@ impl Session {
                 return;
             }
         };
+        if self.ctx.config.rate_limit > 0.0 && !self.ctx.logins.allow(self.ip) {
+            info!(id = self.id, addr = %shown(self.ip), "login refused: too many logins from this address");
+            self.login_failed(
+                ErrorCode::RateLimited,
+                "Too many sign-ins from your network in a short time; try again in a few seconds.",
+            );
+            return;
+        }
         let window = self.ctx.config.resume_window;
         // With resume off, a token and `resume` are ignored: today's login, exactly.
         let resumable = !window.is_zero() && (resume || token.is_some());
@@ -371,6 +379,16 @@ impl Session {
             }
         };
         let new_call = plan.before.is_some();
+        if new_call && !self.calls.may_start(now) {
+            info!(id = self.id, to = %shown(&to), "call refused: too many calls started");
+            self.error(
+                ErrorCode::RateLimited,
+                "You started too many calls in a short time; wait a few seconds.",
+                Some(kind.as_str()),
+                Some(to.as_str()),
+            );
+            return;
+        }
         if let Some(next) = plan.before {
             self.set_call(user, next);
         }
@@ -484,6 +502,9 @@ impl Session {
                     ErrorCode::Busy => format!("\"{from}\" is in another call."),
                     ErrorCode::NotInCall => format!("\"{from}\" is not in a call with you."),
                     ErrorCode::NotOnline => format!("\"{from}\" is not online."),
+                    ErrorCode::RateLimited => format!(
+                        "\"{from}\" was called too often in a short time; try again in a minute."
+                    ),
                     // A held session whose buffer for the reconnect is full, or one resumed on
                     // another node, where what it kept cannot follow.
                     ErrorCode::DeliveryFailed => format!(
@@ -514,6 +535,18 @@ impl Session {
                 Instant::now(),
                 self.ctx.config.ring_timeout,
             ) {
+                Incoming::Deliver { ring_back, .. }
+                    if ring_back && !self.calls.may_ring(Instant::now()) =>
+                {
+                    // A new call, one too many for us in a short time: it does not ring.
+                    info!(id = self.id, from = %shown(&from), "call refused: rung too often");
+                    let bounce = Event::Bounce {
+                        from: user.name.clone(),
+                        code: ErrorCode::RateLimited,
+                        request: kind,
+                    };
+                    let _ = self.ctx.registry.send(&from, bounce).await;
+                }
                 Incoming::Deliver { next, ring_back } => {
                     if ring_back {
                         // Tell the caller it rings here, so its page can say so (and knows

@@ -28,7 +28,7 @@ use stun::message::{
 use stun::textattrs::{Nonce, Realm, TextAttribute};
 
 use super::auth::LongTermAuth;
-use super::limit::SourceLimiter;
+use super::limit::UnauthenticatedLimit;
 use super::nonce::NonceKey;
 use super::policy::PeerPolicy;
 use crate::ice;
@@ -59,7 +59,7 @@ pub(super) struct Gatekeeper {
     /// Answers to requests that are not (or not correctly) authenticated: every one is
     /// a packet sent on behalf of a possibly spoofed source, so their rate is capped per
     /// source and in total.
-    unauthenticated: SourceLimiter,
+    unauthenticated: UnauthenticatedLimit,
 }
 
 /// Allocation quotas; 0 means unlimited.
@@ -87,7 +87,7 @@ impl Gatekeeper {
             auth,
             realm,
             nonces: NonceKey::random(),
-            unauthenticated: SourceLimiter::new(),
+            unauthenticated: UnauthenticatedLimit::new(),
         }
     }
 

@@ -69,7 +69,7 @@ use crate::ice;
 /// the ICE config's type (also re-exported here, where [`TurnConfig::auth`] uses it).
 pub use crate::ice::TurnAuth;
 pub use policy::PeerPolicy;
-pub use tcp::{TcpMux, pad_for_stream, read_frame};
+pub use tcp::{TcpIntake, TcpMux, pad_for_stream, read_frame};
 
 use auth::LongTermAuth;
 use gate::{Gatekeeper, Quotas};
@@ -103,7 +103,8 @@ impl FromStr for PortRange {
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "ICE and TURN")]
 pub struct TurnConfig {
-    /// Run the embedded TURN server (UDP, and TCP with --turn-listen-tcp). It checks the same credentials duet hands out
+    /// Run the embedded TURN server (UDP; TCP, and TLS with HTTPS, on --listen's port; TCP also on
+    /// --turn-listen-tcp). It checks the same credentials duet hands out
     /// (`--turn-secret`, or a random in-memory secret when none is given).
     #[arg(
         long = "turn-server",
@@ -241,6 +242,8 @@ pub struct TurnHandle {
     pub tcp_addr: Option<SocketAddr>,
     /// Address advertised in XOR-RELAYED-ADDRESS.
     pub relay_ip: IpAddr,
+    /// Where the HTTP(S) port hands over its connections that speak TURN.
+    pub tcp_intake: TcpIntake,
     /// Every listener's allocation table.
     managers: Arc<[Arc<Manager>]>,
     /// The listeners' loops, which end (closing their allocations) on shutdown.
@@ -309,17 +312,25 @@ pub async fn start(config: TurnConfig, shutdown: CancellationToken) -> anyhow::R
 
     let udp = UdpSocket::bind(config.listen_udp)
         .await
-        .with_context(|| format!("binding TURN UDP {}", config.listen_udp))?;
+        .map_err(|e| crate::startup::cannot_listen(config.listen_udp, "--turn-listen", &e))?;
     let udp_addr = udp.local_addr()?;
     let mut conns: Vec<Arc<dyn Conn + Send + Sync>> = vec![Arc::new(udp)];
 
+    // The TCP path always exists: besides --turn-listen-tcp, the HTTP(S) port hands it
+    // the connections that speak TURN (`server::demux`).
     let mut tcp_addr = None;
+    let mut tcp_listener = None;
     if let Some(addr) = config.listen_tcp {
         let listener = TcpListener::bind(addr)
             .await
-            .with_context(|| format!("binding TURN TCP {addr}"))?;
+            .map_err(|e| crate::startup::cannot_listen(addr, "--turn-listen-tcp", &e))?;
         tcp_addr = Some(listener.local_addr()?);
-        conns.push(TcpMux::spawn(listener, shutdown.child_token())?);
+        tcp_listener = Some(listener);
+    }
+    let (mux, tcp_intake) = TcpMux::new(tcp_addr.unwrap_or(udp_addr), shutdown.child_token());
+    conns.push(mux);
+    if let Some(listener) = tcp_listener {
+        tokio::spawn(tcp::accept(listener, tcp_intake.clone()));
     }
 
     let managers: Arc<[Arc<Manager>]> = conns
@@ -355,9 +366,18 @@ pub async fn start(config: TurnConfig, shutdown: CancellationToken) -> anyhow::R
         udp_addr,
         tcp_addr,
         relay_ip,
+        tcp_intake,
         managers,
         loops,
     })
+}
+
+/// duet's own listening port (`--listen`), which also serves TURN over TCP, and over TLS
+/// when HTTPS is on (`server::demux`).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpPort {
+    pub addr: SocketAddr,
+    pub tls: bool,
 }
 
 /// Starts the embedded TURN server when `--turn-server` asks for it and
@@ -366,11 +386,12 @@ pub async fn start(config: TurnConfig, shutdown: CancellationToken) -> anyhow::R
 /// The server checks the same REST credentials duet hands out. Without
 /// `--turn-secret` (or static credentials) a random secret is made up in
 /// memory: duet both issues and verifies the credentials, so nobody else
-/// needs to know it. Without `--turn` URLs the server's own address is
-/// advertised (`turn:<relay ip>:<port>?transport=udp`, plus tcp when enabled).
+/// needs to know it. Without `--turn` URLs the server's own addresses are
+/// advertised, see [`advertised_urls`].
 pub async fn start_embedded(
     ice: &ice::IceConfig,
     config: &TurnConfig,
+    http: HttpPort,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(ice::IceConfig, Option<TurnHandle>)> {
     let mut ice = ice.clone();
@@ -398,17 +419,36 @@ pub async fn start_embedded(
     )
     .await?;
     if ice.turn.is_empty() {
-        let ip = handle.relay_ip;
-        ice.turn.push(format!(
-            "turn:{ip}:{}?transport=udp",
-            handle.udp_addr.port()
-        ));
-        if let Some(tcp) = handle.tcp_addr {
-            ice.turn
-                .push(format!("turn:{ip}:{}?transport=tcp", tcp.port()));
-        }
+        ice.turn = advertised_urls(&handle, http);
     }
     Ok((ice, Some(handle)))
+}
+
+/// The TURN URLs of the embedded server, in the order a browser should try them: UDP
+/// (the cheapest path), TCP (`--turn-listen-tcp`'s port, else duet's own port), then TLS
+/// on duet's HTTPS port (443 in production: what a network that lets out only HTTPS
+/// passes). duet's own port is left out when it listens on loopback only (behind a
+/// reverse proxy, where the relay address cannot reach it).
+pub fn advertised_urls(handle: &TurnHandle, http: HttpPort) -> Vec<String> {
+    let ip = match handle.relay_ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    };
+    let mut urls = vec![format!(
+        "turn:{ip}:{}?transport=udp",
+        handle.udp_addr.port()
+    )];
+    let own_port = !http.addr.ip().is_loopback() || handle.relay_ip.is_loopback();
+    let port = http.addr.port();
+    match handle.tcp_addr {
+        Some(tcp) => urls.push(format!("turn:{ip}:{}?transport=tcp", tcp.port())),
+        None if own_port && !http.tls => urls.push(format!("turn:{ip}:{port}?transport=tcp")),
+        None => {}
+    }
+    if own_port && http.tls {
+        urls.push(format!("turns:{ip}:{port}?transport=tcp"));
+    }
+    urls
 }
 
 #[cfg(test)]

@@ -269,6 +269,50 @@ async fn tcp_allocations_end_without_closing_the_listener() {
     assert_eq!(h.allocation_count().await.expect("count"), 4);
 }
 
+/// Issue 15 finding 8: one host cannot fill the TCP cap with idle connections. A
+/// connection that sends nothing is closed after its first-frame deadline, and one
+/// address holds at most 64 TCP connections while another address still gets in.
+#[tokio::test]
+async fn idle_tcp_connections_cannot_fill_the_cap() {
+    use tokio::io::AsyncReadExt as _;
+    let (h, _stop) = server(|c| {
+        c.listen_tcp = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    })
+    .await;
+    let tcp = h.tcp_addr.expect("tcp addr");
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        held.push(TcpStream::connect(tcp).await.expect("connect"));
+    }
+    // The 65th from the same address is closed at once.
+    let mut over = TcpStream::connect(tcp).await.expect("connect");
+    let mut byte = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(5), over.read(&mut byte))
+        .await
+        .expect("closed at once, not left open");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    // Another address still allocates.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 2], 0)))
+        .expect("bind 127.0.0.2");
+    let other = socket.connect(tcp).await.expect("connect");
+    let c = client_on(StreamConn::wrap(other), tcp, &creds("other-address")).await;
+    assert!(c.allocate().await.is_ok(), "another address allocates");
+    // The silent ones are closed after the first-frame deadline (10 s).
+    let started = std::time::Instant::now();
+    for mut stream in held {
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut byte))
+            .await
+            .expect("a silent connection is closed");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    }
+    eprintln!(
+        "silent TURN TCP connections closed after {:?}",
+        started.elapsed()
+    );
+}
+
 /// Issue 11 defect 3: channel numbers outside 0x4000-0x7FFF get 400 (RFC 5766 §11.2).
 #[tokio::test]
 async fn channel_bind_outside_the_range_is_refused() {

@@ -28,6 +28,7 @@ macro_rules! all_cases {
             glare_settles_into_a_call,
             login_race,
             candidates_in_order,
+            in_flight_frames_do_not_reach_the_next_holder,
             presence,
         );
     };
@@ -405,6 +406,89 @@ pub async fn candidates_in_order(c: &Cluster) {
         }
     };
     tokio::join!(sender, receiver);
+}
+
+/// Issue 15 finding 10: candidates in flight to a user whose connection drops must not
+/// reach whoever takes the name next (they are for the old call): the new holder is in
+/// no call with the sender, so the call rules bounce them to their sender.
+pub async fn in_flight_frames_do_not_reach_the_next_holder(c: &Cluster) {
+    let mut a = c.user(0, "alice-f").await;
+    let mut b = c.user(1, "bob-f").await;
+    connect_call(&mut a, "alice-f", &mut b, "bob-f").await;
+    const N: usize = 1500;
+    let (dropping, dropped) = tokio::sync::oneshot::channel();
+    let sender = async {
+        let mut dropping = Some(dropping);
+        for i in 0..N {
+            a.send(
+                json!({"type": "candidate", "name": "bob-f", "candidate": candidate_payload(i)}),
+            )
+            .await;
+            if i == 100
+                && let Some(tx) = dropping.take()
+            {
+                let _ = tx.send(());
+            }
+            if i % 20 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        a
+    };
+    let taker = async {
+        let _ = dropped.await;
+        drop(b); // no close handshake, while candidates keep coming
+        // Take the name as soon as it is free, while candidates are still in flight.
+        loop {
+            let mut b2 = c.client(2).await;
+            let reply = b2.login("bob-f").await;
+            if reply["success"] == true {
+                return b2;
+            }
+            assert_eq!(reply["code"], "name-taken", "{reply}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    let (mut a, mut b2) = tokio::join!(sender, taker);
+    // Nothing of the old call reaches the new holder.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Ok(next) = tokio::time::timeout_at(deadline, b2.next_json()).await {
+        let v = next.expect("open");
+        assert!(
+            v["type"] == "presence",
+            "the new holder got a frame of the old call: {v}"
+        );
+    }
+    // The sender heard the call end, and candidates that found no call were refused to
+    // it (before or after the leave).
+    let (mut refused, mut by_new_holder, mut left) = (0, 0, false);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Ok(next) = tokio::time::timeout_at(deadline, a.next_json()).await {
+        let v = next.expect("open");
+        match v["type"].as_str() {
+            Some("leave") => {
+                assert_eq!(v["name"], "bob-f");
+                left = true;
+            }
+            Some("error") => {
+                refused += 1;
+                if v["code"] == "not-in-call" {
+                    by_new_holder += 1;
+                }
+                assert!(
+                    ["not-in-call", "not-online", "delivery-failed"]
+                        .contains(&v["code"].as_str().unwrap_or_default()),
+                    "{v}"
+                )
+            }
+            _ => assert_eq!(v["type"], "presence", "{v}"),
+        }
+    }
+    assert!(left, "no leave for the dropped peer");
+    eprintln!(
+        "in-flight case: {refused} of {N} candidates refused to the sender, \
+         {by_new_holder} of them by the new holder"
+    );
 }
 
 pub async fn presence(c: &Cluster) {
