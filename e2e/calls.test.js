@@ -27,6 +27,8 @@ import {
 } from './lib/browser.js';
 
 const RING_TIMEOUT_S = 2;
+/** A closed tab's name is held this long for a resume (resume.test.js) before it counts as gone. */
+const RESUME_WINDOW_S = 2;
 
 let server;
 let browser;
@@ -35,7 +37,7 @@ let bob;
 let carol;
 
 before(async () => {
-  server = await new DuetServer({ args: ['--ring-timeout', `${RING_TIMEOUT_S}s`] }).start();
+  server = await new DuetServer({ args: ['--ring-timeout', `${RING_TIMEOUT_S}s`, '--resume-window', `${RESUME_WINDOW_S}s`] }).start();
   browser = await launchBrowser();
 });
 
@@ -260,7 +262,7 @@ test('calling an offline name or yourself says why', async () => {
   await assertIdle(alice);
 });
 
-test('presence: a user who leaves disappears from the list', async () => {
+test(`presence: a user who leaves disappears from the list (after --resume-window ${RESUME_WINDOW_S}s)`, async () => {
   await alice.page.waitForSelector('#userList button[data-name="carol"]');
   await closeUser(carol);
   carol = null;
@@ -341,6 +343,8 @@ test('the peer closes its tab mid-call: the other side is told and is ready agai
   const frank = await login(await openUser(browser, server.baseUrl), 'frank');
   await connect(frank, alice);
   await closeUser(frank);
+  // Held first for a resume (a reload would come back), then gone.
+  await waitStatus(alice.page, /frank is reconnecting/);
   await waitStatus(alice.page, /frank disconnected/);
   await assertIdle(alice);
   await alice.page.waitForSelector('#userList button[data-name="frank"]', { state: 'detached' });

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Browser end-to-end tests of the duet web client, plus unit tests of its pure
 # modules. Installs what is missing (npm deps from the lockfile, Debian's
-# chromium), builds duet unless DUET_BIN is given, then runs everything in a
+# chromium and redis-server), builds duet unless DUET_BIN is given, then runs everything in a
 # fresh network namespace that has only loopback (needs root).
 #
 #   sh e2e/run.sh                 # everything
@@ -27,6 +27,13 @@ if [ ! -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 fi
 
+# resume.test.js runs a two-node cluster on a real Redis.
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "run.sh: installing Debian's redis-server"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
+fi
+
 if [ -z "${DUET_BIN:-}" ] && [ -z "${E2E_NO_BUILD:-}" ]; then
   echo "run.sh: cargo build --release"
   (cd "$ROOT" && cargo build --release --bin duet)
@@ -37,7 +44,7 @@ mkdir -p artifacts
 if [ "$#" -gt 0 ]; then
   TESTS="$*"
 else
-  TESTS="unit/*.test.js embedded.test.js calls.test.js reconnect.test.js turn.test.js tls.test.js proxy.test.js"
+  TESTS="unit/*.test.js embedded.test.js calls.test.js reconnect.test.js resume.test.js turn.test.js tls.test.js proxy.test.js"
 fi
 
 # Only loopback: nothing a test does can reach (or wait for) another host.

@@ -28,8 +28,8 @@ const ARGS = [
 
 /**
  * @param {{args?: string[], executablePath?: string}} [options] extra Chromium flags (e.g.
- *   --ignore-certificate-errors); another executable (the network lab's, which runs
- *   Chromium inside a namespace)
+ *   --ignore-certificate-errors); another executable (the network lab's, or
+ *   NetNs.chromiumWrapper, which run Chromium inside a namespace)
  */
 export async function launchBrowser({ args = [], executablePath = CHROMIUM } = {}) {
   return chromium.launch({ executablePath, headless: true, args: [...ARGS, ...args] });
@@ -253,6 +253,93 @@ export function sentTracks(page) {
     }
     return out;
   });
+}
+
+/**
+ * Record, every 100 ms from now on and across reloads of the page, the remote video's
+ * decoded frame count of the page's current peer connection, with the call state and the
+ * status line: window.__frameLog = [{t: Date.now(), pc: id of the connection (1, 2, ...),
+ * n, call, status}].
+ * Read it with frameLog(page).
+ */
+export async function startFrameLog(page) {
+  const install = () => {
+    if (window.__frameLogStarted) return;
+    window.__frameLogStarted = true;
+    window.__frameLog = [];
+    const ids = new WeakMap();
+    let next = 1;
+    setInterval(async () => {
+      const s = window.duet?.state;
+      if (!s) return;
+      let n = null;
+      let pcId = null;
+      if (s.pc) {
+        if (!ids.has(s.pc)) ids.set(s.pc, next++);
+        pcId = ids.get(s.pc);
+        try {
+          for (const r of (await s.pc.getStats()).values()) {
+            if (r.type === 'inbound-rtp' && r.kind === 'video') n = r.framesDecoded ?? 0;
+          }
+        } catch {
+          n = null;
+        }
+      }
+      const status = document.querySelector('#callStatus')?.textContent ?? '';
+      window.__frameLog.push({ t: Date.now(), pc: pcId, n, call: s.call, status });
+      if (window.__frameLog.length > 3000) window.__frameLog.splice(0, 1000);
+    }, 100);
+  };
+  await page.addInitScript(install);
+  await page.evaluate(install);
+}
+
+/**
+ * In a frame log, the first time after `t0` that decoding resumed after a stall of at
+ * least `stallMs` (no frame decoded on the current connection): {stalledAt, resumedAt}
+ * (Date.now() values), or null if it has not (yet).
+ */
+export function resumedAfterStall(log, t0, stallMs = 1000) {
+  let lastGrowth = null;
+  let prev = null;
+  for (const e of log) {
+    if (e.n === null) continue;
+    lastGrowth ??= e.t;
+    if (prev !== null && e.pc === prev.pc && e.n > prev.n) {
+      if (e.t > t0 && e.t - lastGrowth >= stallMs) return { stalledAt: lastGrowth, resumedAt: e.t };
+      lastGrowth = e.t;
+    }
+    prev = e;
+  }
+  return null;
+}
+
+/** The samples startFrameLog has taken since the page was last (re)loaded. */
+export function frameLog(page) {
+  return page.evaluate(() => window.__frameLog ?? []);
+}
+
+/**
+ * Wait until the remote video decodes `frames` more frames on one connection (the
+ * current one), from samples taken after `sinceMs` (Date.now()); resolves with the time
+ * (Date.now()) of the first sample in which that connection's count had grown.
+ */
+export async function waitFramesGrow(page, { sinceMs = Date.now(), frames = 10, timeout = 20_000 } = {}) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const log = (await frameLog(page)).filter((e) => e.t >= sinceMs && e.n !== null);
+    const first = new Map();
+    const grewAt = new Map();
+    for (const e of log) {
+      if (!first.has(e.pc)) first.set(e.pc, e.n);
+      else if (e.n > first.get(e.pc) && !grewAt.has(e.pc)) grewAt.set(e.pc, e.t);
+      if (e.n - first.get(e.pc) >= frames) return grewAt.get(e.pc);
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`remote video did not decode ${frames} more frames within ${timeout} ms; last samples: ${JSON.stringify(log.slice(-5))}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 export async function closeUser(user) {

@@ -3,8 +3,9 @@
 
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
-import { existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -33,15 +34,21 @@ export async function freePort() {
 
 export class DuetServer {
   /**
-   * @param {{args?: string[], port?: number, host?: string, https?: boolean}} [options]
+   * @param {{args?: string[], port?: number, dataDir?: string, host?: string, https?: boolean}} [options]
    *   extra duet flags; the address to listen on (default 127.0.0.1 and a free port);
-   *   https: the args turn TLS on, so the base URL is https
+   *   https: the args turn TLS on, so the base URL is https; `dataDir` defaults to a new
+   *   temporary directory, kept across restart() (so resume tokens and held names
+   *   survive it) and never shared with another server
    */
-  constructor({ args = [], port, host = '127.0.0.1', https = false } = {}) {
+  constructor({ args = [], port, dataDir, host = '127.0.0.1', https = false } = {}) {
     this.args = args;
     this.port = port;
+    /** The address to listen on: loopback, or one inside a namespace the test made. */
     this.host = host;
     this.https = https;
+    // A test that passes its own --data-dir keeps it.
+    this.ownsDataDir = !dataDir && !args.includes('--data-dir');
+    this.dataDir = this.ownsDataDir ? mkdtempSync(join(tmpdir(), 'duet-e2e-')) : dataDir;
     this.proc = null;
     this.log = [];
   }
@@ -53,6 +60,7 @@ export class DuetServer {
   async start() {
     this.port ??= await freePort();
     const args = ['--listen', `${this.host}:${this.port}`, '--rate-limit', '0', ...this.args];
+    if (this.dataDir) args.push('--data-dir', this.dataDir);
     if (process.env.DUET_WEB_DIR) args.push('--web-dir', resolve(process.env.DUET_WEB_DIR));
     const proc = spawn(duetBinary(), args, {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -105,5 +113,6 @@ export class DuetServer {
 
   async stop() {
     await this.kill('SIGTERM');
+    if (this.ownsDataDir) rmSync(this.dataDir, { recursive: true, force: true });
   }
 }

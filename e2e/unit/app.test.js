@@ -4,33 +4,39 @@ import { test, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { App } from '../../web/js/app.js';
 import { Signaling } from '../../web/js/signaling.js';
-import { FakePeerConnection, FakeWebSocket, fakeUi, settle } from './fakes.js';
+import { SessionStore } from '../../web/js/session-store.js';
+import { FakePeerConnection, FakeWebSocket, fakeStorage, fakeUi, settle } from './fakes.js';
 
 globalThis.RTCPeerConnection = FakePeerConnection;
 
 let ui;
 let app;
 let ws;
+let storage;
+let store;
 
 /** A logged-in app named `name`, with no camera (no MediaStream under Node). */
 async function loggedIn(name = 'bob', reply = {}) {
   FakeWebSocket.instances = [];
   FakePeerConnection.instances = [];
   ui = fakeUi();
+  storage = fakeStorage();
+  store = new SessionStore(storage);
   const signaling = new Signaling('ws://test/ws', { WebSocketImpl: FakeWebSocket, delay: () => 5 });
   app = new App({
     signaling,
     ui,
     openMedia: async () => ({ stream: null, problem: 'no camera' }),
     options: {},
+    store,
     log: () => {},
   });
   app.start();
   ws = FakeWebSocket.instances[0];
   ws.serverOpen();
   ui.handlers.login(`  ${name} `);
-  assert.deepEqual(ws.sent.at(-1), { type: 'login', name });
-  ws.serverSend({ type: 'login', success: true, name, iceServers: [{ urls: ['stun:s:3478'] }], users: ['alice', name], ...reply });
+  assert.deepEqual(ws.sent.at(-1), { type: 'login', name, resume: true });
+  ws.serverSend({ type: 'login', success: true, name, iceServers: [{ urls: ['stun:s:3478'] }], users: ['alice', name], resumeToken: 'tok-1', ...reply });
   await settle();
   ws.sent.length = 0;
 }
@@ -101,7 +107,7 @@ test('incoming call: candidates before Accept are queued, then applied after the
   const pc = last();
   assert.deepEqual(pc.remoteDescription, { type: 'offer', sdp: 'o' });
   assert.deepEqual(pc.added, [{ candidate: 'c1' }, { candidate: 'c2' }]);
-  assert.deepEqual(sent('answer'), [{ type: 'answer', name: 'alice', answer: { type: 'answer', sdp: 'answer' } }]);
+  assert.deepEqual(sent('answer'), [{ type: 'answer', name: 'alice', answer: { type: 'answer', sdp: pc.localDescription.sdp } }]);
   assert.equal(ui.view, 'connecting');
 
   ws.serverSend({ type: 'candidate', name: 'alice', candidate: { candidate: 'c3' } });
@@ -221,21 +227,87 @@ test('the peer found no path: we say why from our side, and do not tell it back'
   assert.deepEqual(sent('leave'), []);
 });
 
-test('signaling lost: the call ends, and after reconnecting we log in again with the same name', async () => {
+test('signaling lost: the call and its peer connection go on; the new socket resumes with the token, naming the call', async () => {
   ws.serverSend({ type: 'offer', name: 'alice', offer: { type: 'offer', sdp: 'o' } });
   await ui.handlers.accept();
+  const pc = last();
+  pc.setConnected();
   ws.serverClose(1006);
-  assert.equal(ui.view, 'idle');
-  assert.match(ui.callStatus, /lost the connection to the server.*call with alice has ended/i);
+  assert.equal(ui.view, 'connected');
+  assert.equal(pc.closed, false);
+  assert.match(ui.connection, /reconnecting to the server/i);
+  assert.match(ui.callStatus, /in a call with alice/i, 'the call status is left alone');
   assert.equal(ui.signalingUp, false);
   await new Promise((ok) => setTimeout(ok, 20));
   const next = FakeWebSocket.instances.at(-1);
   assert.notEqual(next, ws);
   next.serverOpen();
-  assert.deepEqual(next.sent, [{ type: 'login', name: 'bob' }]);
-  next.serverSend({ type: 'login', success: true, name: 'bob', iceServers: [], users: [] });
-  assert.match(ui.callStatus, /signed in again as bob/);
+  assert.deepEqual(next.sent, [{ type: 'login', name: 'bob', resume: true, resumeToken: 'tok-1', call: 'alice' }]);
+  next.serverSend({ type: 'login', success: true, name: 'bob', iceServers: [], users: ['alice'], resumeToken: 'tok-2', resumed: true });
+  assert.equal(ui.view, 'connected');
+  assert.equal(app.debugState.pc, pc);
+  assert.equal(ui.connection, 'Connected');
   assert.equal(ui.page, 'call');
+  assert.equal(store.load().token, 'tok-2', 'the new token replaces the old one');
+});
+
+test('resumed: false after a drop: the server lost the call, so it ends here too, and says why', async () => {
+  ws.serverSend(offerFrom('alice'));
+  await ui.handlers.accept();
+  last().setConnected();
+  ws.serverClose(1006);
+  await new Promise((ok) => setTimeout(ok, 20));
+  const next = FakeWebSocket.instances.at(-1);
+  next.serverOpen();
+  next.serverSend({ type: 'login', success: true, name: 'bob', iceServers: [], users: [], resumeToken: 'tok-2', resumed: false });
+  assert.equal(ui.view, 'idle');
+  assert.match(ui.callStatus, /no longer had the call with alice/);
+  assert.equal(sent('leave').length + next.sent.filter((m) => m.type === 'leave').length, 0);
+});
+
+test('hanging up while the server is out of reach: the leave goes out once we are back', async () => {
+  ws.serverSend(offerFrom('alice'));
+  await ui.handlers.accept();
+  last().setConnected();
+  ws.serverClose(1006);
+  ui.handlers.hangup();
+  assert.equal(ui.view, 'idle');
+  assert.equal(ui.callStatus, 'Call with alice ended.');
+  await new Promise((ok) => setTimeout(ok, 20));
+  const next = FakeWebSocket.instances.at(-1);
+  next.serverOpen();
+  assert.deepEqual(next.sent, [{ type: 'login', name: 'bob', resume: true, resumeToken: 'tok-1' }], 'no call named: we left it');
+  next.serverSend({ type: 'login', success: true, name: 'bob', iceServers: [], users: [], resumeToken: 'tok-2', resumed: true });
+  assert.deepEqual(next.sent.at(-1), { type: 'leave', name: 'alice', reason: 'hangup' });
+  assert.equal(ui.callStatus, 'Call with alice ended.', 'why the call ended stays up');
+});
+
+test('close 4000: the session moved elsewhere; no reconnect, the call ends here without a leave', async () => {
+  ws.serverSend(offerFrom('alice'));
+  await ui.handlers.accept();
+  last().setConnected();
+  const count = FakeWebSocket.instances.length;
+  ws.serverClose(4000);
+  assert.equal(ui.view, 'idle');
+  assert.match(ui.callStatus, /moved to another tab or device/);
+  assert.equal(ui.connection, 'Signed in elsewhere');
+  assert.equal(store.load(), null, 'a reload of this tab will not take the session back');
+  assert.equal(app.debugState.replaced, true);
+  await new Promise((ok) => setTimeout(ok, 30));
+  assert.equal(FakeWebSocket.instances.length, count, 'no reconnect');
+  assert.equal(sent('leave').length, 0);
+});
+
+test('the resume is refused (invalid-token): back to the sign-in form, with the name filled in', async () => {
+  ws.serverClose(1006);
+  await new Promise((ok) => setTimeout(ok, 20));
+  const next = FakeWebSocket.instances.at(-1);
+  next.serverOpen();
+  next.serverSend({ type: 'login', success: false, code: 'invalid-token', message: 'x' });
+  assert.equal(ui.page, 'login');
+  assert.equal(ui.loginName, 'bob');
+  assert.match(ui.loginStatus, /could not sign in again as bob/i);
+  assert.equal(store.load(), null);
 });
 
 test('glare: both call each other; the larger name gives way and answers', async () => {
@@ -253,12 +325,13 @@ test('after a reconnect, name-taken (our old session not yet gone) is retried, n
   const next = FakeWebSocket.instances.at(-1);
   next.serverOpen();
   next.serverSend({ type: 'login', success: false, code: 'name-taken', message: 'The name "bob" is already in use; choose another.' });
-  assert.match(ui.callStatus, /already in use.*retrying/i);
+  assert.match(ui.connection, /already in use.*retrying/i);
   assert.equal(ui.page, 'call');
   await new Promise((ok) => setTimeout(ok, 600)); // first retry waits 250..500 ms
-  assert.deepEqual(next.sent, [{ type: 'login', name: 'bob' }, { type: 'login', name: 'bob' }]);
+  const login = { type: 'login', name: 'bob', resume: true, resumeToken: 'tok-1' };
+  assert.deepEqual(next.sent, [login, login]);
   next.serverSend({ type: 'login', success: true, name: 'bob', iceServers: [], users: ['alice'] });
-  assert.match(ui.callStatus, /signed in again as bob/);
+  assert.equal(ui.connection, 'Connected');
   assert.deepEqual(ui.users, ['alice']);
 });
 
@@ -374,4 +447,52 @@ test('in a call the timer and stats tick; once it ends they stop, and a late sam
   t.mock.timers.tick(10_000);
   assert.equal(pc.statsRequests, 2, 'no sampling after the call');
   assert.equal(ui.timer, null, 'the timer is not shown again');
+});
+
+test('Sign in pressed while the server is out of reach: the retries keep saying so', async () => {
+  FakeWebSocket.instances = [];
+  ui = fakeUi();
+  app = new App({ signaling: new Signaling('ws://t/ws', { WebSocketImpl: FakeWebSocket, delay: () => 5 }), ui, openMedia: async () => ({ stream: null }), log: () => {} });
+  app.start();
+  FakeWebSocket.instances[0].serverOpen();
+  FakeWebSocket.instances[0].serverClose(1006);
+  ui.handlers.login('dave');
+  assert.match(ui.loginStatus, /not connected/i);
+  await new Promise((ok) => setTimeout(ok, 10));
+  FakeWebSocket.instances.at(-1).serverClose(1006); // the retry fails too
+  assert.match(ui.loginStatus, /not connected to the server yet; retrying/i);
+  await new Promise((ok) => setTimeout(ok, 10));
+  FakeWebSocket.instances.at(-1).serverOpen();
+  assert.equal(ui.loginStatus, 'Reconnected to the server.');
+  ui.handlers.login('dave');
+  assert.deepEqual(FakeWebSocket.instances.at(-1).sent, [{ type: 'login', name: 'dave', resume: true }]);
+});
+
+test('our latest token refused after a restart (the server had not written it yet): the one before is tried once', async () => {
+  ws.serverClose(1006);
+  await new Promise((ok) => setTimeout(ok, 20));
+  let next = FakeWebSocket.instances.at(-1);
+  next.serverOpen();
+  next.serverSend({ type: 'login', success: true, name: 'bob', iceServers: [], users: [], resumeToken: 'tok-2', resumed: true });
+  // Killed before it wrote tok-2 down; after the restart it knows tok-1 only.
+  next.serverClose(1006);
+  await new Promise((ok) => setTimeout(ok, 20));
+  next = FakeWebSocket.instances.at(-1);
+  next.serverOpen();
+  next.serverSend({ type: 'login', success: false, code: 'invalid-token', message: 'x' });
+  assert.deepEqual(next.sent.map((m) => m.resumeToken), ['tok-2', 'tok-1']);
+  assert.equal(ui.page, 'call');
+  next.serverSend({ type: 'login', success: true, name: 'bob', iceServers: [], users: [], resumeToken: 'tok-3', resumed: true });
+  assert.equal(ui.page, 'call');
+  assert.equal(store.load().token, 'tok-3');
+  assert.equal(store.load().previousToken, 'tok-1');
+  // Refused again: no endless retries; back to the sign-in form.
+  next.serverClose(1006);
+  await new Promise((ok) => setTimeout(ok, 20));
+  next = FakeWebSocket.instances.at(-1);
+  next.serverOpen();
+  next.serverSend({ type: 'login', success: false, code: 'invalid-token', message: 'x' });
+  next.serverSend({ type: 'login', success: false, code: 'invalid-token', message: 'x' });
+  assert.deepEqual(next.sent.map((m) => m.resumeToken), ['tok-3', 'tok-1']);
+  assert.equal(ui.page, 'login');
 });

@@ -40,6 +40,9 @@ export class FakePeerConnection extends EventTarget {
   static instances = [];
   localDescription = null;
   remoteDescription = null;
+  currentRemoteDescription = null;
+  signalingState = 'stable';
+  iceRestarts = 0;
   connectionState = 'new';
   iceConnectionState = 'new';
   added = [];
@@ -51,18 +54,34 @@ export class FakePeerConnection extends EventTarget {
     this.config = config;
     FakePeerConnection.instances.push(this);
   }
+  /** Each fake connection has its own "certificate", as a real one does. */
+  fingerprint = `sha-256 ${String(FakePeerConnection.instances.length + 1).padStart(2, '0')}:ff`;
   async createOffer() {
-    return { type: 'offer', sdp: `offer-${FakePeerConnection.instances.length}` };
+    return { type: 'offer', sdp: `offer-${FakePeerConnection.instances.length}\na=fingerprint:${this.fingerprint}\n` };
   }
   async createAnswer() {
     if (!this.remoteDescription) throw new Error('no remote offer');
-    return { type: 'answer', sdp: 'answer' };
+    return { type: 'answer', sdp: `answer\na=fingerprint:${this.fingerprint}\n` };
   }
   async setLocalDescription(d) {
     this.localDescription = { ...d, toJSON: () => ({ type: d.type, sdp: d.sdp }) };
+    if (d.type === 'offer') this.signalingState = 'have-local-offer';
+    else {
+      // Our answer completes the exchange: the remote offer becomes current.
+      this.signalingState = 'stable';
+      this.currentRemoteDescription = this.remoteDescription;
+    }
   }
   async setRemoteDescription(d) {
     this.remoteDescription = d;
+    if (d.type === 'offer') this.signalingState = 'have-remote-offer';
+    else {
+      this.signalingState = 'stable';
+      this.currentRemoteDescription = d;
+    }
+  }
+  restartIce() {
+    this.iceRestarts += 1;
   }
   async addIceCandidate(c) {
     if (!this.remoteDescription) throw new DOMException('The remote description was null', 'InvalidStateError');
@@ -98,6 +117,11 @@ export class FakePeerConnection extends EventTarget {
     this.iceConnectionState = 'failed';
     this.dispatchEvent(new Event('iceconnectionstatechange'));
   }
+  setDisconnected() {
+    this.iceConnectionState = 'disconnected';
+    this.connectionState = 'disconnected';
+    this.dispatchEvent(new Event('iceconnectionstatechange'));
+  }
 }
 
 /** Records what the controller asks the page to show. */
@@ -117,8 +141,10 @@ export function fakeUi() {
     on(h) {
       Object.assign(ui.handlers, h);
     },
-    showLogin() {
+    loginName: undefined,
+    showLogin(name) {
       ui.page = 'login';
+      ui.loginName = name;
     },
     showCallPage() {
       ui.page = 'call';
@@ -127,7 +153,10 @@ export function fakeUi() {
     setLoginStatus(t) {
       ui.loginStatus = t;
     },
-    setConnection() {},
+    connection: '',
+    setConnection(t) {
+      ui.connection = t;
+    },
     setSignalingUp(up) {
       ui.signalingUp = up;
     },
@@ -156,6 +185,17 @@ export function fakeUi() {
     },
   };
   return ui;
+}
+
+/** A sessionStorage: a Map behind the Storage methods the client uses. */
+export function fakeStorage(entries = []) {
+  const map = new Map(entries);
+  return {
+    map,
+    getItem: (k) => (map.has(k) ? map.get(k) : null),
+    setItem: (k, v) => map.set(k, String(v)),
+    removeItem: (k) => map.delete(k),
+  };
 }
 
 /** Let pending promise continuations run. */

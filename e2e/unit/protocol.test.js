@@ -34,7 +34,9 @@ test('names are trimmed and checked like the server does', () => {
 });
 
 test('messages carry the fields of docs/protocol.md', () => {
-  assert.deepEqual(msg.login('a'), { type: 'login', name: 'a' });
+  assert.deepEqual(msg.login('a'), { type: 'login', name: 'a', resume: true });
+  assert.deepEqual(msg.login('a', { resumeToken: 't', call: 'b' }), { type: 'login', name: 'a', resume: true, resumeToken: 't', call: 'b' });
+  assert.deepEqual(msg.login('a', { resumeToken: null, call: null }), { type: 'login', name: 'a', resume: true });
   assert.deepEqual(msg.offer('b', { type: 'offer', sdp: 'x' }), { type: 'offer', name: 'b', offer: { type: 'offer', sdp: 'x' } });
   assert.deepEqual(msg.answer('b', { sdp: 'y' }), { type: 'answer', name: 'b', answer: { sdp: 'y' } });
   assert.deepEqual(msg.candidate('b', { candidate: 'c' }), { type: 'candidate', name: 'b', candidate: { candidate: 'c' } });

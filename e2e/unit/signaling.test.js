@@ -60,3 +60,38 @@ test('reconnects after a drop, reports each step, and parses messages', async ()
   await new Promise((ok) => setTimeout(ok, 10));
   assert.equal(FakeWebSocket.instances.length, count, 'no reconnect after stop()');
 });
+
+test('refresh: a new socket at once; the old one still delivers until it closes, quietly', async () => {
+  FakeWebSocket.instances = [];
+  const s = new Signaling('ws://h/ws', { WebSocketImpl: FakeWebSocket, delay: () => 1 });
+  const events = [];
+  for (const type of ['open', 'down', 'message', 'replaced']) s.addEventListener(type, (e) => events.push([type, e.detail]));
+  s.start();
+  const old = FakeWebSocket.instances[0];
+  old.serverOpen();
+  s.refresh();
+  assert.equal(FakeWebSocket.instances.length, 2, 'connecting again without waiting');
+  assert.equal(s.isOpen, false);
+  const fresh = FakeWebSocket.instances[1];
+  old.serverSend({ type: 'offer', name: 'a' }); // sent before the takeover: still ours
+  fresh.serverOpen();
+  old.serverClose(4000); // the takeover closes the old one
+  assert.equal(s.isOpen, true);
+  assert.deepEqual(events.map(([t]) => t), ['open', 'message', 'open']);
+  await new Promise((ok) => setTimeout(ok, 10));
+  assert.equal(FakeWebSocket.instances.length, 2, 'no reconnect for the old socket');
+  s.stop();
+});
+
+test('close 4000 on the current socket: replaced, and no reconnect', async () => {
+  FakeWebSocket.instances = [];
+  const s = new Signaling('ws://h/ws', { WebSocketImpl: FakeWebSocket, delay: () => 1 });
+  const events = [];
+  for (const type of ['down', 'replaced']) s.addEventListener(type, (e) => events.push(type));
+  s.start();
+  FakeWebSocket.instances[0].serverOpen();
+  FakeWebSocket.instances[0].serverClose(4000);
+  await new Promise((ok) => setTimeout(ok, 10));
+  assert.deepEqual(events, ['replaced']);
+  assert.equal(FakeWebSocket.instances.length, 1);
+});

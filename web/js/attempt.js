@@ -30,6 +30,21 @@ export class CallAttempt {
   iceErrors = null;
   /** The last getStats summary: the next one computes rates from it. */
   lastStats = null;
+  /** Date.now() when media first flowed (kept across a reload), or null. */
+  since = null;
+  /** The server told us the peer's connection dropped (`reconnecting`) and not yet `resumed`. */
+  peerAway = false;
+  /**
+   * Fingerprints of the peer's connections that are gone (replaced by a re-join):
+   * an offer or answer still carrying one is late and is dropped.
+   */
+  staleFingerprints = new Set();
+  /** Stats samples in a row in which no inbound video arrived. */
+  stalledSamples = 0;
+  /** The media recovery of this call (recovery.js), set by the controller. */
+  recovery = null;
+
+  #createPeerCall;
 
   #closed = false;
   #timeouts = new Set();
@@ -49,7 +64,26 @@ export class CallAttempt {
     this.role = role;
     this.state = state;
     this.offer = offer;
+    this.#createPeerCall = createPeerCall;
     this.peerCall = createPeerCall(this);
+  }
+
+  /**
+   * The same call on a new peer connection (a re-join after a reload): the old
+   * one is closed and forgotten, our candidates are held again until the next
+   * description is out, and stats start over. Returns the new PeerCall.
+   */
+  replacePeerCall() {
+    if (this.#closed) return this.peerCall;
+    const old = this.peerCall;
+    if (old.remoteFingerprint) this.staleFingerprints.add(old.remoteFingerprint);
+    old.close();
+    this.heldCandidates = [];
+    this.lastStats = null;
+    this.stalledSamples = 0;
+    this.iceFailed = false;
+    this.peerCall = this.#createPeerCall(this);
+    return this.peerCall;
   }
 
   /** True once the attempt has ended; nothing it started may act any more. */

@@ -15,6 +15,18 @@
 
 import { CandidateQueue } from './candidate-queue.js';
 
+/**
+ * The DTLS certificate fingerprint of a session description (`a=fingerprint:`),
+ * lower-cased, or null. Each RTCPeerConnection has its own certificate, so the
+ * fingerprint tells one of the peer's connections from another: an ICE restart
+ * or a renegotiation keeps it, a new connection (the peer reloaded) changes it.
+ */
+export function fingerprintOf(description) {
+  const sdp = typeof description?.sdp === 'string' ? description.sdp : '';
+  const found = /^a=fingerprint:(\S+ \S+)/m.exec(sdp);
+  return found ? found[1].toLowerCase() : null;
+}
+
 export class PeerCall extends EventTarget {
   /** @type {RTCPeerConnection} */
   pc;
@@ -111,6 +123,32 @@ export class PeerCall extends EventTarget {
     const answer = await this.pc.createAnswer();
     await this.pc.setLocalDescription(answer);
     return this.pc.localDescription.toJSON();
+  }
+
+  /**
+   * An ICE restart within the call: new ICE credentials, so both sides gather
+   * and check paths again (after a change of network). Returns the offer.
+   */
+  async makeRestartOffer() {
+    this.pc.restartIce();
+    const offer = await this.pc.createOffer({ iceRestart: true });
+    await this.pc.setLocalDescription(offer);
+    return this.pc.localDescription.toJSON();
+  }
+
+  /** The fingerprint of the peer's connection we are talking to, or null before its first description. */
+  get remoteFingerprint() {
+    return fingerprintOf(this.pc.currentRemoteDescription ?? this.pc.remoteDescription);
+  }
+
+  /** Our offer waits for its answer. */
+  get offerPending() {
+    return this.pc.signalingState === 'have-local-offer';
+  }
+
+  /** ICE has a working path (again). */
+  get pathUp() {
+    return ['connected', 'completed'].includes(this.pc.iceConnectionState);
   }
 
   /** Caller side: the callee accepted. */

@@ -3,6 +3,7 @@
 import { App } from './app.js';
 import { openLocalMedia } from './media.js';
 import { pageOptions, signalingUrl } from './protocol.js';
+import { SessionStore } from './session-store.js';
 import { Signaling } from './signaling.js';
 import { createUi } from './ui.js';
 
@@ -13,7 +14,17 @@ const app = new App({
   ui,
   openMedia: () => openLocalMedia(navigator.mediaDevices),
   options: pageOptions(window.location.search),
+  store: new SessionStore(storageOrNull()),
 });
+
+/** This tab's sessionStorage, or null where it is unavailable (it can throw on access). */
+function storageOrNull() {
+  try {
+    return window.sessionStorage;
+  } catch {
+    return null;
+  }
+}
 
 // Debug and test hook: a read-only view of the call state (and the current
 // RTCPeerConnection, for getStats in tests). Nothing reads it back.

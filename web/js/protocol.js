@@ -30,7 +30,17 @@ export function checkName(raw) {
 
 // Messages we send. Kept here so every field name is written once.
 export const msg = {
-  login: (name) => ({ type: 'login', name }),
+  /**
+   * Always resumable (docs/protocol.md, Resume). `resumeToken` takes back a held
+   * session; `call` names the peer we believe we are in a call with, so the
+   * server can restore that call after a restart.
+   */
+  login: (name, { resumeToken = null, call = null } = {}) => {
+    const m = { type: 'login', name, resume: true };
+    if (resumeToken) m.resumeToken = resumeToken;
+    if (call) m.call = call;
+    return m;
+  },
   offer: (name, offer) => ({ type: 'offer', name, offer }),
   answer: (name, answer) => ({ type: 'answer', name, answer }),
   candidate: (name, candidate) => ({ type: 'candidate', name, candidate }),
@@ -99,7 +109,7 @@ export function describeError({ code, message, name }) {
     case 'unavailable':
       return 'The server cannot do that right now; try again shortly.';
     case 'delivery-failed':
-      return `Could not reach ${who}; their connection is too slow.`;
+      return `Could not reach ${who}; their connection is too slow, or they are reconnecting.`;
     default:
       return typeof message === 'string' && message ? message : `Server error (${code || 'unknown'}).`;
   }
@@ -114,6 +124,8 @@ export function describeLoginFailure({ code, message }) {
       return typeof message === 'string' && message ? message : 'That name is not allowed; choose another.';
     case 'unavailable':
       return 'The server cannot sign you in right now; try again shortly.';
+    case 'invalid-token':
+      return 'Your earlier session could not be taken back (it is in use elsewhere or has expired).';
     default:
       return typeof message === 'string' && message ? message : 'Sign-in was refused; try a different name.';
   }

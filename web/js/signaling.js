@@ -7,8 +7,21 @@
 //   'down'    detail: { code, reason, retryInMs, attempt, everOpened }  socket is gone,
 //             another attempt follows in retryInMs
 //   'garbage' detail: the raw text of a frame that is not a JSON message
+//   'replaced' detail: { reason }  the server closed us with 4000: our session was
+//             resumed on another connection (another tab or device); no reconnect follows
 
 import { parseMessage } from './protocol.js';
+
+/** Close code of a session taken over by a resume elsewhere (docs/protocol.md, Resume). */
+export const CLOSE_REPLACED = 4000;
+/**
+ * Our own close code for a socket we give up on while we connect again (refresh).
+ * Not 1000: the server frees a resumable name at once on a normal closure, and
+ * any other code holds it for the resume that follows.
+ */
+const CLOSE_REFRESH = 4001;
+/** An abandoned socket still open this long after a refresh is closed by us. */
+const ABANDON_CLOSE_MS = 10_000;
 
 /**
  * Delay before reconnect attempt number `attempt` (0-based): doubles from
@@ -33,6 +46,11 @@ export class Signaling extends EventTarget {
   #running = false;
   /** Whether a socket was ever open, so the next open is a reconnect. */
   #everOpened = false;
+  /**
+   * Sockets given up by refresh() that may still be alive: what the server sent on one
+   * before the resume on the new socket took the session over is still ours.
+   */
+  #abandoned = new Set();
 
   /**
    * @param {string} url ws:// or wss:// URL
@@ -67,6 +85,26 @@ export class Signaling extends EventTarget {
     }
   }
 
+  /**
+   * Give up on the current socket and connect again at once, without waiting
+   * for it to fail. For when the socket may be dead without knowing it: after
+   * a change of network, a TCP connection from an address we no longer have
+   * looks open until the server's pong timeout. The old socket is ignored from
+   * now on; the resume on the new one takes the session over from it.
+   */
+  refresh() {
+    if (!this.#running || !this.isOpen) return;
+    const old = this.#ws;
+    this.#ws = null;
+    this.#abandoned.add(old);
+    const timer = setTimeout(() => {
+      this.#abandoned.delete(old);
+      if (old.readyState === this.#WebSocketImpl.OPEN) old.close(CLOSE_REFRESH, 'reconnecting');
+    }, ABANDON_CLOSE_MS);
+    timer?.unref?.(); // under Node (unit tests) the timer must not keep the process alive
+    this.#connect();
+  }
+
   /** Send one message; false if the socket is not open (nothing is queued). */
   send(message) {
     if (!this.isOpen) return false;
@@ -93,7 +131,7 @@ export class Signaling extends EventTarget {
       this.dispatchEvent(new CustomEvent('open', { detail: { reconnect } }));
     });
     ws.addEventListener('message', (event) => {
-      if (this.#ws !== ws) return;
+      if (this.#ws !== ws && !this.#abandoned.has(ws)) return;
       const message = parseMessage(event.data);
       if (message === null) {
         this.dispatchEvent(new CustomEvent('garbage', { detail: event.data }));
@@ -102,8 +140,15 @@ export class Signaling extends EventTarget {
       this.dispatchEvent(new CustomEvent('message', { detail: message }));
     });
     ws.addEventListener('close', (event) => {
-      if (this.#ws !== ws) return;
+      // An abandoned socket ends quietly (the server closes it with 4000 on the takeover).
+      if (this.#abandoned.delete(ws) || this.#ws !== ws) return;
       this.#ws = null;
+      if (event.code === CLOSE_REPLACED) {
+        // Another connection has our session; reconnecting would take it back.
+        this.#running = false;
+        this.dispatchEvent(new CustomEvent('replaced', { detail: { reason: event.reason } }));
+        return;
+      }
       this.#scheduleRetry(event.code, event.reason);
     });
     // 'error' is always followed by 'close'; nothing to do here.

@@ -107,10 +107,12 @@ export function createUi(doc = document) {
       handlers = { ...handlers, ...h };
     },
 
-    showLogin() {
+    /** @param {string} [name] to fill in (signing in again after a session was lost) */
+    showLogin(name) {
       el.callPage.hidden = true;
       el.loginPage.hidden = false;
       el.whoami.hidden = true;
+      if (name) el.usernameInput.value = name;
       el.usernameInput.focus();
     },
 
