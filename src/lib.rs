@@ -3,6 +3,7 @@
 //! Module map:
 //! - [`config`]: command-line options (clap, with env fallbacks).
 //! - [`protocol`]: wire messages, parsing, validation, error codes.
+//! - [`names`]: the key names are told apart by (case, normalization, confusables).
 //! - [`session`]: one WebSocket connection: the driver (socket, timers, keepalive, close),
 //!   [`session::call`] (the call rules as plain functions), carrying them out for a
 //!   logged-in user, the rate limit and the limits on calls, and resume: [`session::resume`] (tokens, and the
@@ -46,6 +47,7 @@ pub mod http;
 pub mod ice;
 pub mod logging;
 pub mod metrics;
+pub mod names;
 pub mod presence;
 pub mod protocol;
 pub mod redirect;

@@ -151,7 +151,11 @@ impl Session {
                         humantime::format_duration(window)
                     )
                 } else {
-                    format!("The name \"{name}\" is already in use; choose another.")
+                    format!(
+                        "The name \"{name}\" is taken: it is, or looks like, another online \
+                         user's name (names that differ only in case or in look-alike letters \
+                         count as one); choose another."
+                    )
                 };
                 self.login_failed(ErrorCode::NameTaken, &message);
                 return;
