@@ -1,5 +1,5 @@
 //! HTTP routes: the web client, the signaling WebSocket (at `/` like the seed, and at
-//! `/ws`), `/healthz` and `/metrics`.
+//! `/ws`), `/healthz`, `/metrics`, and the sign-in routes of [`crate::auth::routes`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,8 +33,15 @@ pub struct AppState {
     pub next_id: Arc<AtomicU64>,
 }
 
+impl axum::extract::FromRef<AppState> for Arc<crate::auth::Auth> {
+    fn from_ref(state: &AppState) -> Self {
+        state.ctx.auth.clone()
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let router = Router::new()
+        .merge(crate::auth::routes::router())
         .route("/", get(root))
         .route("/ws", get(websocket))
         .route("/healthz", get(healthz))
@@ -155,6 +162,10 @@ fn upgrade(
             "This page's origin may not use this duet server (see --allowed-origin).\n",
         )
             .into_response();
+    }
+    if let Err(why) = ctx.auth.check_upgrade(headers) {
+        tracing::info!(addr = %crate::logging::shown(addr), %why, "websocket refused: not signed in");
+        return (StatusCode::UNAUTHORIZED, format!("Not signed in: {why}.\n")).into_response();
     }
     let Some(permit) = ctx.metrics.open_connection(ctx.config.max_connections) else {
         return (

@@ -2,6 +2,8 @@
 //!
 //! Module map:
 //! - [`config`]: command-line options (clap, with env fallbacks).
+//! - [`auth`]: who may sign in: the household password (`password`), the session cookie
+//!   (`cookie`), the `/auth/*` routes; the WebSocket upgrade asks it.
 //! - [`protocol`]: wire messages, parsing, validation, error codes.
 //! - [`names`]: the key names are told apart by (case, normalization, confusables).
 //! - [`session`]: one WebSocket connection: the driver (socket, timers, keepalive, close),
@@ -42,6 +44,7 @@
 //! closes every WebSocket with 1001 and returns.
 
 pub mod acme;
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod ice;
@@ -123,6 +126,7 @@ pub async fn run(
     let redirect_listen = config.tls.http_redirect_listen;
     let cancel = CancellationToken::new();
     let resume = session::resume::Resume::new(config.resume_secret.as_deref());
+    let auth = Arc::new(auth::Auth::load(&config.auth, tls.is_some())?);
     let ctx = Arc::new(Context {
         config,
         registry: registry.clone(),
@@ -131,6 +135,7 @@ pub async fn run(
         shutdown: cancel.clone(),
         resume,
         logins: session::login_limiter(),
+        auth,
     });
     let state = AppState {
         ctx,
@@ -146,6 +151,10 @@ pub async fn run(
     };
     let local = listener.local_addr()?;
     startup::announce(local, scheme);
+    state
+        .ctx
+        .auth
+        .warn_if_open(local, !state.ctx.ice.turn.is_empty());
     for domain in &acme_domains {
         match local.port() {
             443 => info!("open https://{domain}/ (certificate from ACME)"),

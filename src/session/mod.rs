@@ -60,6 +60,8 @@ pub struct Context {
     pub resume: Resume,
     /// Logins per client address ([`login_limiter`]).
     pub logins: SourceLimiter,
+    /// Who may open a WebSocket (`--password-file`; open by default).
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 /// The per-address login budget for [`Context::logins`].

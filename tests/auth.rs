@@ -1,0 +1,254 @@
+//! Sign-in against a real duet server on a loopback port: the household password
+//! (`--password-file` with a hash printed by the real `duet hash-password`), the session
+//! cookie, and WebSocket upgrades refused with 401 without it.
+
+mod common;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use common::*;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A response: status, headers (lower-case names), body.
+struct Reply {
+    status: u16,
+    head: String,
+    body: Value,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    body: &str,
+) -> Reply {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let cookie = cookie.map_or(String::new(), |c| format!("Cookie: {c}\r\n"));
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{cookie}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+        .await
+        .expect("http timeout")
+        .expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    Reply {
+        status: head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        head: head.to_string(),
+        body: serde_json::from_str(body).unwrap_or(Value::Null),
+    }
+}
+
+async fn sign_in(addr: SocketAddr, password: &str) -> Reply {
+    let body = serde_json::json!({ "password": password }).to_string();
+    request(addr, "POST", "/auth/password", None, &body).await
+}
+
+/// The status of a WebSocket upgrade to `/ws` with `cookie`, and the client when it worked.
+async fn upgrade(addr: SocketAddr, cookie: Option<&str>) -> Result<Client, u16> {
+    let mut req = format!("ws://{addr}/ws")
+        .into_client_request()
+        .expect("request");
+    if let Some(cookie) = cookie {
+        req.headers_mut().insert(
+            "cookie",
+            HeaderValue::from_str(cookie).expect("cookie value"),
+        );
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(Client { ws }),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("upgrade failed without a status: {e}"),
+    }
+}
+
+/// The real binary's `duet hash-password`, fed the password on standard input.
+fn hash_with_the_binary(password: &str) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_duet"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run duet hash-password");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write the password");
+    let output = child.wait_with_output().expect("hash-password output");
+    assert!(output.status.success());
+    let line = String::from_utf8(output.stdout).expect("utf-8");
+    assert_eq!(line.lines().count(), 1, "{line}");
+    line
+}
+
+async fn password_server() -> (Server, std::path::PathBuf) {
+    let file = std::env::temp_dir().join(format!(
+        "duet-password-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::write(&file, hash_with_the_binary(PASSWORD)).expect("write password file");
+    let path = file.clone();
+    let server = Server::start(move |c| c.auth.password_file = Some(path)).await;
+    server.wait_healthy().await;
+    (server, file)
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64)
+}
+
+#[tokio::test]
+async fn the_password_signs_in_and_nothing_else_does() {
+    let (mut server, file) = password_server().await;
+    let addr = server.addr;
+
+    // Without a session: no WebSocket, so no name, no user list, no TURN credentials.
+    assert_eq!(upgrade(addr, None).await.err(), Some(401));
+    let status = request(addr, "GET", "/auth/status", None, "").await;
+    assert_eq!(status.body["password"], true);
+    assert_eq!(status.body["signedIn"], false);
+
+    // Wrong password: 401, no cookie.
+    let wrong = sign_in(addr, "correct horse battery stapl").await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(wrong.body["code"], "wrong-password");
+    assert!(wrong.header("set-cookie").is_none());
+
+    // Right password: the cookie, HttpOnly and SameSite (not Secure: plain HTTP).
+    let right = sign_in(addr, PASSWORD).await;
+    assert_eq!(right.status, 200, "{}", right.head);
+    let set_cookie = right
+        .header("set-cookie")
+        .expect("a session cookie")
+        .to_string();
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"),
+        "{set_cookie}"
+    );
+    assert!(!set_cookie.contains("Secure"), "{set_cookie}");
+    let cookie = set_cookie
+        .split(';')
+        .next()
+        .expect("name=value")
+        .to_string();
+
+    let status = request(addr, "GET", "/auth/status", Some(&cookie), "").await;
+    assert_eq!(status.body["signedIn"], true);
+
+    // With it, the WebSocket works and logs in as usual.
+    let mut alice = upgrade(addr, Some(&cookie))
+        .await
+        .expect("signed-in upgrade");
+    assert_eq!(alice.login("alice").await["success"], true);
+
+    // A cookie with a changed expiry, or made up, is refused.
+    let (payload, tag) = cookie.rsplit_once('.').expect("tag");
+    let forged = format!("{}9.{tag}", payload);
+    assert_eq!(upgrade(addr, Some(&forged)).await.err(), Some(401));
+    assert_eq!(
+        upgrade(addr, Some("duet_session=v1.99999999999.AAAA"))
+            .await
+            .err(),
+        Some(401)
+    );
+
+    // Sign-out clears the cookie.
+    let out = request(addr, "POST", "/auth/logout", Some(&cookie), "").await;
+    assert_eq!(out.status, 204);
+    assert!(
+        out.header("set-cookie")
+            .is_some_and(|c| c.contains("Max-Age=0"))
+    );
+
+    alice.close().await;
+    server.shutdown().await.expect("shutdown");
+    let _ = std::fs::remove_file(file);
+}
+
+#[tokio::test]
+async fn password_attempts_are_throttled_per_address() {
+    let (mut server, file) = password_server().await;
+    // A burst of 5 attempts, then one per 10 s: within 8 wrong ones, 429 comes.
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let reply = sign_in(server.addr, "guess").await;
+        statuses.push(reply.status);
+        if reply.status == 429 {
+            assert_eq!(reply.body["code"], "rate-limited");
+            assert_eq!(reply.header("retry-after"), Some("10"));
+            break;
+        }
+        assert_eq!(reply.status, 401);
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    assert!(
+        statuses.len() >= 6,
+        "the first 5 attempts are not throttled: {statuses:?}"
+    );
+    server.shutdown().await.expect("shutdown");
+    let _ = std::fs::remove_file(file);
+}
+
+#[tokio::test]
+async fn a_bad_password_file_fails_startup() {
+    let file = std::env::temp_dir().join(format!("duet-bad-password-{}", std::process::id()));
+    std::fs::write(&file, "hunter2\n").expect("write");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut config = Config::default_for(listener.local_addr().expect("addr"));
+    config.auth.password_file = Some(file.clone());
+    let error = duet::run(config, listener, std::future::pending())
+        .await
+        .expect_err("refused");
+    assert!(
+        format!("{error:#}").contains("duet hash-password"),
+        "{error:#}"
+    );
+    let _ = std::fs::remove_file(file);
+}
+
+#[tokio::test]
+async fn without_a_password_the_server_stays_open() {
+    let mut server = Server::start(|_| {}).await;
+    let mut bob = upgrade(server.addr, None).await.expect("open upgrade");
+    assert_eq!(bob.login("bob").await["success"], true);
+    let reply = sign_in(server.addr, "anything").await;
+    assert_eq!(reply.status, 404);
+    bob.close().await;
+    server.shutdown().await.expect("shutdown");
+}
