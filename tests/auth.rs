@@ -252,3 +252,203 @@ async fn without_a_password_the_server_stays_open() {
     bob.close().await;
     server.shutdown().await.expect("shutdown");
 }
+
+// ---- tokens from an application
+
+const SECRET: &str = "an application secret of 32 bytes or more";
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn hs256(claims: &Value, secret: &[u8]) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret).expect("key");
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &key,
+    )
+    .expect("sign")
+}
+
+/// The upgrade with `?token=`: the client, or the status and the 401's body.
+async fn with_token(addr: SocketAddr, token: &str) -> Result<Client, (u16, String)> {
+    let url = format!("ws://{addr}/ws?token={token}");
+    match tokio_tungstenite::connect_async(url).await {
+        Ok((ws, _)) => Ok(Client { ws }),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err((
+            response.status().as_u16(),
+            String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned(),
+        )),
+        Err(e) => panic!("upgrade failed without a status: {e}"),
+    }
+}
+
+async fn refused(addr: SocketAddr, token: &str, why: &str) {
+    match with_token(addr, token).await {
+        Ok(_) => panic!("a token that should be refused ({why}) was accepted"),
+        Err((status, body)) => {
+            assert_eq!(status, 401, "{why}: {body}");
+            assert!(body.contains(why), "expected {why:?} in {body:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_token_logs_in_at_once_as_its_user() {
+    let mut server = Server::start(|c| c.auth.jwt_secret = Some(SECRET.into())).await;
+    let addr = server.addr;
+    assert_eq!(upgrade(addr, None).await.err(), Some(401));
+
+    let token = hs256(
+        &serde_json::json!({"sub": "u-1", "name": "Alice", "exp": now() + 600}),
+        SECRET.as_bytes(),
+    );
+    let mut alice = with_token(addr, &token).await.expect("accepted");
+    // Logged in without a login message, under the token's name.
+    let reply = alice.recv_type("login").await;
+    assert_eq!(reply["success"], true, "{reply}");
+    assert_eq!(reply["name"], "Alice");
+    assert!(reply["iceServers"].is_array());
+    // A login message (any name) gets the same reply.
+    alice
+        .send(serde_json::json!({"type": "login", "name": "mallory"}))
+        .await;
+    let again = alice.recv_type("login").await;
+    assert_eq!(again["success"], true);
+    assert_eq!(again["name"], "Alice");
+
+    // No name: `sub` is the name. A look-alike of Alice's name is taken.
+    let token = hs256(
+        &serde_json::json!({"sub": "bob", "exp": now() + 600}),
+        SECRET.as_bytes(),
+    );
+    let mut bob = with_token(addr, &token).await.expect("accepted");
+    assert_eq!(bob.recv_type("login").await["name"], "bob");
+    let token = hs256(
+        &serde_json::json!({"sub": "u-3", "name": "ALICE", "exp": now() + 600}),
+        SECRET.as_bytes(),
+    );
+    let mut shouting = with_token(addr, &token).await.expect("accepted");
+    assert_eq!(shouting.recv_type("login").await["code"], "name-taken");
+
+    // Within the leeway, an exp just past is still fine.
+    let token = hs256(
+        &serde_json::json!({"sub": "carol", "exp": now() - 30}),
+        SECRET.as_bytes(),
+    );
+    assert!(with_token(addr, &token).await.is_ok(), "60 s leeway");
+
+    alice.close().await;
+    bob.close().await;
+    server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn bad_tokens_get_401_with_the_reason() {
+    let mut server = Server::start(|c| c.auth.jwt_secret = Some(SECRET.into())).await;
+    let addr = server.addr;
+    let t = now();
+    let secret = SECRET.as_bytes();
+    refused(
+        addr,
+        &hs256(&serde_json::json!({"sub": "a", "exp": t - 120}), secret),
+        "expired",
+    )
+    .await;
+    refused(
+        addr,
+        &hs256(
+            &serde_json::json!({"sub": "a", "exp": t + 600, "nbf": t + 600}),
+            secret,
+        ),
+        "not valid yet",
+    )
+    .await;
+    refused(
+        addr,
+        &hs256(
+            &serde_json::json!({"sub": "a", "exp": t + 600}),
+            b"another secret of thirty-two bytes!!",
+        ),
+        "signature",
+    )
+    .await;
+    refused(
+        addr,
+        &hs256(&serde_json::json!({"sub": "a"}), secret),
+        "no exp claim",
+    )
+    .await;
+    refused(
+        addr,
+        &hs256(&serde_json::json!({"name": "a", "exp": t + 600}), secret),
+        "missing field `sub`",
+    )
+    .await;
+    // Claims of the wrong JSON type.
+    refused(
+        addr,
+        &hs256(
+            &serde_json::json!({"sub": "a", "exp": (t + 600).to_string()}),
+            secret,
+        ),
+        "exp claim",
+    )
+    .await;
+    refused(
+        addr,
+        &hs256(&serde_json::json!({"sub": 7, "exp": t + 600}), secret),
+        "wrong JSON type",
+    )
+    .await;
+    refused(
+        addr,
+        &hs256(
+            &serde_json::json!({"sub": "a", "name": ["a"], "exp": t + 600}),
+            secret,
+        ),
+        "wrong JSON type",
+    )
+    .await;
+    // `alg: none`, unsigned.
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let none = format!(
+        "{}.{}.",
+        b64.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        b64.encode(serde_json::json!({"sub": "a", "exp": t + 600}).to_string())
+    );
+    refused(addr, &none, "not a usable JWT").await;
+    refused(addr, "garbage", "not a usable JWT").await;
+    server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_public_key_accepts_its_algorithm_only() {
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("ed25519 key");
+    let public = std::env::temp_dir().join(format!("duet-jwt-{}.pem", std::process::id()));
+    std::fs::write(&public, pair.public_key_pem()).expect("write key");
+    let path = public.clone();
+    let mut server = Server::start(move |c| c.auth.jwt_public_key = Some(path)).await;
+    let addr = server.addr;
+    let claims = serde_json::json!({"sub": "dana", "exp": now() + 600});
+    let signing =
+        jsonwebtoken::EncodingKey::from_ed_pem(pair.serialize_pem().as_bytes()).expect("key");
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+        &claims,
+        &signing,
+    )
+    .expect("sign");
+    let mut dana = with_token(addr, &token).await.expect("EdDSA accepted");
+    assert_eq!(dana.recv_type("login").await["name"], "dana");
+    // HS/RS confusion: HS256 "signed" with the public key's PEM as the secret.
+    let confused = hs256(&claims, pair.public_key_pem().as_bytes());
+    refused(addr, &confused, "HS256 is not accepted").await;
+    dana.close().await;
+    server.shutdown().await.expect("shutdown");
+    let _ = std::fs::remove_file(public);
+}

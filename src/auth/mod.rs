@@ -6,9 +6,12 @@
 //!
 //! - [`password`]: the argon2 hash in `--password-file`, `duet hash-password`.
 //! - [`cookie`]: the signed, expiring session cookie.
+//! - [`jwt`]: tokens from an application (`--jwt-secret`, `--jwt-public-key`) on the
+//!   WebSocket URL; such a socket is logged in at once as the token's user.
 //! - [`routes`]: `/auth/status`, `/auth/password`, `/auth/logout`.
 
 pub mod cookie;
+pub mod jwt;
 pub mod password;
 pub mod routes;
 
@@ -40,6 +43,28 @@ pub struct AuthConfig {
         help_heading = "Sign-in"
     )]
     pub password_file: Option<PathBuf>,
+
+    /// Accept tokens from an application: HS256 JWTs signed with this secret (its UTF-8
+    /// bytes, at least 32). The client opens the WebSocket with `?token=JWT`; `sub` and
+    /// `exp` are required, `name` is the name to log in with (default: `sub`).
+    #[arg(
+        long = "jwt-secret",
+        env = "DUET_JWT_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET",
+        help_heading = "Sign-in"
+    )]
+    pub jwt_secret: Option<String>,
+
+    /// Accept tokens from an application signed with the private half of this PEM public
+    /// key: Ed25519 (EdDSA), P-256 (ES256) or RSA (RS256). Same claims as --jwt-secret.
+    #[arg(
+        long = "jwt-public-key",
+        env = "DUET_JWT_PUBLIC_KEY",
+        value_name = "FILE",
+        help_heading = "Sign-in"
+    )]
+    pub jwt_public_key: Option<PathBuf>,
 }
 
 /// The sign-in state of the server, shared by the routes and the WebSocket upgrade.
@@ -53,11 +78,17 @@ pub struct Auth {
     secure: bool,
     /// Password attempts per client address.
     attempts: SourceLimiter,
+    /// `--jwt-secret` / `--jwt-public-key`.
+    jwt: Option<jwt::Jwt>,
 }
 
 /// Why an upgrade or request has no session; logged, and said in the 401's body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    #[error("the token is refused: {0}")]
+    BadToken(String),
+    #[error("no session cookie and no ?token=: sign in first")]
+    NoCredentials,
     #[error("no session cookie: sign in on the page first")]
     NoSession,
     #[error("the session cookie has expired: sign in again")]
@@ -83,6 +114,7 @@ impl Auth {
             cookies,
             secure,
             attempts: SourceLimiter::new(ATTEMPTS_PER_SECOND, ATTEMPTS_BURST),
+            jwt: jwt::Jwt::load(config.jwt_secret.as_deref(), config.jwt_public_key.as_ref())?,
         })
     }
 
@@ -93,20 +125,43 @@ impl Auth {
             cookies: None,
             secure: false,
             attempts: SourceLimiter::new(ATTEMPTS_PER_SECOND, ATTEMPTS_BURST),
+            jwt: None,
         }
     }
 
     /// Whether anyone may open a WebSocket without signing in.
     pub fn is_open(&self) -> bool {
-        self.password.is_none()
+        self.password.is_none() && self.jwt.is_none()
     }
 
-    /// Whether a WebSocket upgrade with these headers may go ahead.
-    pub fn check_upgrade(&self, headers: &HeaderMap) -> Result<(), Refusal> {
-        match &self.cookies {
-            None => Ok(()),
-            Some(key) => key.check(cookie::session_cookie(headers)),
+    /// Whether a WebSocket upgrade with these headers and this query may go ahead, and as
+    /// whom: a `?token=` names its user (who is logged in at once); a password session
+    /// names nobody (the user picks a name).
+    pub fn check_upgrade(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Option<jwt::Identity>, Refusal> {
+        if self.is_open() {
+            return Ok(None);
         }
+        if let Some(token) = query_token(query) {
+            return match &self.jwt {
+                Some(jwt) => jwt.verify(&token).map(Some).map_err(Refusal::BadToken),
+                None => Err(Refusal::BadToken("this server takes no tokens".into())),
+            };
+        }
+        match &self.cookies {
+            Some(key) => key.check(cookie::session_cookie(headers)).map(|()| None),
+            None => Err(Refusal::NoCredentials),
+        }
+    }
+
+    /// Whether a request carries a valid password session cookie.
+    pub fn has_session(&self, headers: &HeaderMap) -> bool {
+        self.cookies
+            .as_ref()
+            .is_some_and(|key| key.check(cookie::session_cookie(headers)).is_ok())
     }
 
     /// Says so when duet is reachable from the network, hands out TURN credentials and
@@ -120,4 +175,40 @@ impl Auth {
             );
         }
     }
+}
+
+/// The `token` parameter of a query string, percent-decoded.
+fn query_token(query: Option<&str>) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == "token")
+        .map(|(_, value)| percent_decode(value))
+}
+
+/// `%XX` escapes and `+` (a JWT is base64url and dots, so this is rarely needed).
+fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match bytes.get(i..i + 3) {
+            Some([b'%', hi, lo]) => hex(*hi).zip(hex(*lo)).map(|(hi, lo)| hi * 16 + lo),
+            _ => None,
+        };
+        match (escaped, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, b) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -44,7 +44,7 @@ fn refusal(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 async fn status(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response {
-    let signed_in = auth.password.is_some() && auth.check_upgrade(&headers).is_ok();
+    let signed_in = auth.has_session(&headers);
     (
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
         axum::Json(json!({"password": auth.password.is_some(), "signedIn": signed_in})),

@@ -152,6 +152,9 @@ struct Session {
     seat: Option<Seat>,
     /// The client closed with 1000 or no code: a deliberate goodbye, not a drop.
     goodbye: bool,
+    /// Who a token on the upgrade said this is: logged in at once under that name, which
+    /// is the only name this connection may have.
+    identity: Option<crate::auth::jwt::Identity>,
 }
 
 /// Serves one upgraded WebSocket until it closes, the client misbehaves, or the server
@@ -172,6 +175,23 @@ where
     S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin + Send,
     E: StdError + Send + Sync + 'static,
 {
+    run_as(socket, ctx, id, addr, permit, None)
+}
+
+/// [`run`] for a connection whose upgrade carried a token: logged in at once as
+/// `identity`.
+pub fn run_as<S, E>(
+    socket: S,
+    ctx: Arc<Context>,
+    id: u64,
+    addr: SocketAddr,
+    permit: ConnectionPermit,
+    identity: Option<crate::auth::jwt::Identity>,
+) -> impl Future<Output = ()> + Send
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin + Send,
+    E: StdError + Send + Sync + 'static,
+{
     info!(id, addr = %shown(addr), "connected");
     let session = Session {
         rate: RateLimit::new(ctx.config.rate_limit, ctx.config.rate_burst, Instant::now()),
@@ -184,6 +204,7 @@ where
         kick: ctx.shutdown.child_token(),
         seat: None,
         goodbye: false,
+        identity,
         ctx,
     };
     session.run(socket, permit)
@@ -239,6 +260,14 @@ impl Session {
         let kicked = kick.cancelled();
         tokio::pin!(kicked);
 
+        // A token's user is logged in before anything is read.
+        if self.identity.is_some() {
+            Box::pin(self.login_identity()).await;
+            if let Err(end) = Box::pin(self.flush(socket, kicked.as_mut())).await {
+                Box::pin(self.close(socket, end)).await;
+                return end;
+            }
+        }
         let end = loop {
             let mut wake = next_ping;
             if let Some(pinged) = unanswered_ping {
