@@ -167,13 +167,21 @@ impl Auth {
     /// Says so when duet is reachable from the network, hands out TURN credentials and
     /// asks nobody to sign in: anyone who finds the port may relay through it.
     pub fn warn_if_open(&self, listen: SocketAddr, turn_on: bool) {
-        if self.is_open() && turn_on && !listen.ip().is_loopback() {
+        if self.is_open_relay(listen, turn_on) {
             warn!(
                 %listen,
                 "no sign-in: anyone who reaches this port gets TURN credentials and can relay \
                  traffic through this server; add --password-file (see docs/auth.md)"
             );
         }
+    }
+}
+
+impl Auth {
+    /// Whether serving on `listen` with TURN `turn_on` relays for anyone (see
+    /// [`Auth::warn_if_open`]).
+    pub fn is_open_relay(&self, listen: SocketAddr, turn_on: bool) -> bool {
+        self.is_open() && turn_on && !listen.ip().is_loopback()
     }
 }
 
@@ -211,4 +219,34 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_relays_are_told_apart() {
+        let open = Auth::open();
+        let public: SocketAddr = "0.0.0.0:443".parse().expect("addr");
+        let local: SocketAddr = "127.0.0.1:9090".parse().expect("addr");
+        assert!(open.is_open_relay(public, true));
+        assert!(!open.is_open_relay(public, false));
+        assert!(!open.is_open_relay(local, true));
+        let config = AuthConfig {
+            jwt_secret: Some("0123456789abcdef0123456789abcdef".into()),
+            ..AuthConfig::default()
+        };
+        let closed = Auth::load(&config, false).expect("load");
+        assert!(!closed.is_open_relay(public, true));
+    }
+
+    #[test]
+    fn the_token_is_read_from_the_query() {
+        assert_eq!(query_token(Some("a=1&token=x.y.z")), Some("x.y.z".into()));
+        assert_eq!(query_token(Some("token=a%2Eb%zz%")), Some("a.b%zz%".into()));
+        assert_eq!(query_token(Some("token=%C3%A9")), Some("é".into()));
+        assert_eq!(query_token(Some("tokens=1")), None);
+        assert_eq!(query_token(None), None);
+    }
 }
