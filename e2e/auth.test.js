@@ -6,6 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -115,4 +116,38 @@ test('a reload keeps the session; sign-out ends it', async () => {
   await page.waitForSelector('#passwordForm:not([hidden])');
   const cookies = await users[1].context.cookies();
   assert.equal(cookies.find((c) => c.name === 'duet_session'), undefined);
+});
+
+/** An HS256 JWT, made by hand with node:crypto (what an application's backend does). */
+function hs256(claims, secret) {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
+  const sig = createHmac('sha256', secret).update(body).digest('base64url');
+  return `${body}.${sig}`;
+}
+
+test("an application's token on the page URL signs the user in at once under its name", async () => {
+  const secret = 'an application secret of 32 bytes or more';
+  const jwtServer = await new DuetServer({ args: ['--jwt-secret', secret] }).start();
+  try {
+    const exp = Math.floor(Date.now() / 1000) + 600;
+    const open = async (sub, name) => {
+      const user = await openUser(browser, jwtServer.baseUrl, { query: `?token=${hs256({ sub, name, exp }, secret)}` });
+      users.push(user);
+      user.name = name;
+      // No name typed: the server logged the socket in as the token's user.
+      await user.page.waitForSelector('#callPage:not([hidden])');
+      assert.match(await user.page.textContent('#whoami'), new RegExp(name));
+      return user;
+    };
+    const carol = await open('u-carol', 'Carol');
+    const dave = await open('u-dave', 'Dave');
+    await dial(carol.page, 'Dave');
+    await acceptIncoming(dave.page, 'Carol');
+    await Promise.all([waitFirstFrame(carol.page), waitFirstFrame(dave.page)]);
+    // A page without a token cannot connect: the upgrade gets 401.
+    assert.equal(await bareUpgradeStatus(jwtServer.port), 401);
+  } finally {
+    await jwtServer.stop();
+  }
 });
