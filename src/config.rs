@@ -32,6 +32,10 @@ Examples:
          --tls-cert /etc/letsencrypt/live/call.example.org/fullchain.pem \\
          --tls-key /etc/letsencrypt/live/call.example.org/privkey.pem
 
+  With a household password (the page asks for it before the name):
+    duet hash-password > /etc/duet/password     # type the password, then Ctrl-D
+    duet --password-file /etc/duet/password
+
 Every option can also be set through the environment variable shown with it; options
 that repeat take a comma-separated list there (DUET_STUN=stun:a.example,stun:b.example).
 The log level is DUET_LOG (default info; e.g. DUET_LOG=debug). More in README.md and docs/.";
@@ -138,6 +142,10 @@ pub struct Config {
         help_heading = "Basics"
     )]
     pub resume_secret: Option<String>,
+
+    /// Who may sign in (`--password-file`; see docs/auth.md).
+    #[command(flatten)]
+    pub auth: crate::auth::AuthConfig,
 
     // The three groups below print under their own headings (set in their structs).
     /// HTTPS and WSS on the listen port (`--tls-cert`/`--tls-key` or `--tls-self-signed`).
@@ -428,6 +436,7 @@ mod tests {
         let help = Config::command().render_help().to_string();
         let headings = [
             "Basics:",
+            "Sign-in:",
             "HTTPS:",
             "ICE and TURN:",
             "Several nodes:",

@@ -1,5 +1,5 @@
 //! HTTP routes: the web client, the signaling WebSocket (at `/` like the seed, and at
-//! `/ws`), `/healthz` and `/metrics`.
+//! `/ws`), `/healthz`, `/metrics`, and the sign-in routes of [`crate::auth::routes`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,8 +33,15 @@ pub struct AppState {
     pub next_id: Arc<AtomicU64>,
 }
 
+impl axum::extract::FromRef<AppState> for Arc<crate::auth::Auth> {
+    fn from_ref(state: &AppState) -> Self {
+        state.ctx.auth.clone()
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let router = Router::new()
+        .merge(crate::auth::routes::router())
         .route("/", get(root))
         .route("/ws", get(websocket))
         .route("/healthz", get(healthz))
@@ -57,12 +64,13 @@ fn wants_websocket(headers: &HeaderMap) -> bool {
 async fn root(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    uri: Uri,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if wants_websocket(&headers) {
         return match ws {
-            Ok(ws) => upgrade(state, ws, addr, &headers),
+            Ok(ws) => upgrade(state, ws, addr, &headers, uri.query()),
             Err(rejection) => rejection.into_response(),
         };
     }
@@ -98,10 +106,11 @@ fn html(body: Vec<u8>) -> Response {
 async fn websocket(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    uri: Uri,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    upgrade(state, ws, addr, &headers)
+    upgrade(state, ws, addr, &headers, uri.query())
 }
 
 /// Whether the upgrade's `Sec-WebSocket-Key` is what RFC 6455 (4.1, 4.2.1) requires: one
@@ -138,6 +147,7 @@ fn upgrade(
     ws: WebSocketUpgrade,
     addr: SocketAddr,
     headers: &HeaderMap,
+    query: Option<&str>,
 ) -> Response {
     let ctx = state.ctx.clone();
     if !valid_websocket_key(headers) {
@@ -156,6 +166,13 @@ fn upgrade(
         )
             .into_response();
     }
+    let identity = match ctx.auth.check_upgrade(headers, query) {
+        Ok(identity) => identity,
+        Err(why) => {
+            tracing::info!(addr = %crate::logging::shown(addr), %why, "websocket refused: not signed in");
+            return (StatusCode::UNAUTHORIZED, format!("Not signed in: {why}.\n")).into_response();
+        }
+    };
     let Some(permit) = ctx.metrics.open_connection(ctx.config.max_connections) else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -180,7 +197,7 @@ fn upgrade(
         .on_upgrade(move |socket| {
             state
                 .sessions
-                .track_future(session::run(socket, ctx, id, addr, permit))
+                .track_future(session::run_as(socket, ctx, id, addr, permit, identity))
         })
 }
 

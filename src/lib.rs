@@ -2,7 +2,10 @@
 //!
 //! Module map:
 //! - [`config`]: command-line options (clap, with env fallbacks).
+//! - [`auth`]: who may sign in: the household password (`password`), the session cookie
+//!   (`cookie`), the `/auth/*` routes; the WebSocket upgrade asks it.
 //! - [`protocol`]: wire messages, parsing, validation, error codes.
+//! - [`names`]: the key names are told apart by (case, normalization, confusables).
 //! - [`session`]: one WebSocket connection: the driver (socket, timers, keepalive, close),
 //!   [`session::call`] (the call rules as plain functions), carrying them out for a
 //!   logged-in user, the rate limit and the limits on calls, and resume:
@@ -44,11 +47,13 @@
 //! closes every WebSocket with 1001 and returns.
 
 pub mod acme;
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod ice;
 pub mod logging;
 pub mod metrics;
+pub mod names;
 pub mod presence;
 pub mod protocol;
 pub mod redirect;
@@ -137,6 +142,7 @@ pub async fn run(
         let port = listener.local_addr()?.port();
         session::resume::Resume::open(secret, &config.tls.data_dir(), port)
     };
+    let auth = Arc::new(auth::Auth::load(&config.auth, tls.is_some())?);
     let ctx = Arc::new(Context {
         config,
         registry: registry.clone(),
@@ -145,6 +151,7 @@ pub async fn run(
         shutdown: cancel.clone(),
         resume,
         logins: session::login_limiter(),
+        auth,
     });
     let state = AppState {
         ctx: ctx.clone(),
@@ -186,6 +193,10 @@ pub async fn run(
     };
     let local = listener.local_addr()?;
     startup::announce(local, scheme);
+    state
+        .ctx
+        .auth
+        .warn_if_open(local, !state.ctx.ice.turn.is_empty());
     for domain in &acme_domains {
         match local.port() {
             443 => info!("open https://{domain}/ (certificate from ACME)"),

@@ -2,6 +2,9 @@ use anyhow::Context as _;
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("hash-password") {
+        return duet::auth::password::hash_password_command();
+    }
     let config = duet::Config::parse();
     duet::logging::init(config.log_format);
     duet::logging::set_log_names(config.log_names);

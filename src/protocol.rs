@@ -20,8 +20,45 @@ pub const MAX_NAME_CHARS: usize = 64;
 
 /// A validated, trimmed user name. Cheap to clone: it is shared by the registry, the
 /// session and every event that names its sender.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Name(Arc<str>);
+///
+/// Shown as typed, but compared, hashed and ordered by its [key](Name::key): two names
+/// that look alike (`bob`, `BOB`, `bоb` with a Cyrillic о) are equal, so the registry's
+/// maps, Redis' claim keys and every `==` treat them as one user's name.
+#[derive(Clone)]
+pub struct Name(Arc<NameText>);
+
+struct NameText {
+    /// As the user typed it (trimmed).
+    shown: Box<str>,
+    /// See [`crate::names`].
+    key: Box<str>,
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        self.0.key == other.0.key
+    }
+}
+
+impl Eq for Name {}
+
+impl std::hash::Hash for Name {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.key.hash(state);
+    }
+}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Name) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Name {
+    fn cmp(&self, other: &Name) -> std::cmp::Ordering {
+        self.0.key.cmp(&other.0.key)
+    }
+}
 
 impl Name {
     /// Trims `raw` and checks it is 1..=64 characters with no control characters.
@@ -46,29 +83,44 @@ impl Name {
         {
             return Err(NameError::Invisible);
         }
-        Ok(Name(Arc::from(trimmed)))
+        Ok(Name(Arc::new(NameText {
+            shown: trimmed.into(),
+            key: crate::names::key(trimmed).into(),
+        })))
     }
 
+    /// The name as typed.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.0.shown
+    }
+
+    /// What the name is told apart by: equal for names that could be taken for each other
+    /// (case, Unicode normalization, UTS #39 confusables). Redis claims by it.
+    pub fn key(&self) -> &str {
+        &self.0.key
+    }
+
+    /// Whether this is the very spelling of `other`, not only a look-alike.
+    pub fn same_spelling(&self, other: &Name) -> bool {
+        self.0.shown == other.0.shown
     }
 }
 
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.0.shown)
     }
 }
 
 impl fmt::Debug for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(&*self.0.shown, f)
     }
 }
 
 impl Serialize for Name {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(&self.0.shown)
     }
 }
 

@@ -488,7 +488,7 @@ fn startup_errors_suggest_the_fix() {
     let addr = taken.local_addr().expect("addr").to_string();
     let (status, stderr) = run_to_exit(&["--listen", &addr]);
     assert!(!status.success());
-    assert!(stderr.contains("already listens on port"), "{stderr}");
+    assert!(stderr.contains("already uses port"), "{stderr}");
     assert!(stderr.contains("--listen"), "{stderr}");
 
     // A data directory that cannot be created (not even by root, under /proc).

@@ -18,6 +18,14 @@ test('the WebSocket URL follows the page: scheme, host and port, path /ws', () =
   assert.equal(signalingUrl({ protocol: 'http:', host: '[::1]:8080' }), 'ws://[::1]:8080/ws');
 });
 
+test("an application's ?token= on the page URL goes on to the WebSocket", () => {
+  assert.equal(
+    signalingUrl({ protocol: 'https:', host: 'h', search: '?relay=1&token=a.b_c-d' }),
+    'wss://h/ws?token=a.b_c-d',
+  );
+  assert.equal(signalingUrl({ protocol: 'https:', host: 'h', search: '?token=' }), 'wss://h/ws');
+});
+
 test('?relay=1 forces relay', () => {
   assert.deepEqual(pageOptions('?relay=1'), { relayOnly: true });
   assert.deepEqual(pageOptions(''), { relayOnly: false });

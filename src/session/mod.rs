@@ -65,6 +65,8 @@ pub struct Context {
     pub resume: Resume,
     /// Logins per client address ([`login_limiter`]).
     pub logins: SourceLimiter,
+    /// Who may open a WebSocket (`--password-file`; open by default).
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 /// The per-address login budget for [`Context::logins`].
@@ -164,6 +166,9 @@ struct Session {
     restored: bool,
     /// The connection is gone and the name held (frames wait in `out`).
     held: bool,
+    /// Who a token on the upgrade said this is: logged in at once under that name, which
+    /// is the only name this connection may have.
+    identity: Option<crate::auth::jwt::Identity>,
 }
 
 /// Serves one upgraded WebSocket until it closes, the client misbehaves, or the server
@@ -184,6 +189,23 @@ where
     S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin + Send,
     E: StdError + Send + Sync + 'static,
 {
+    run_as(socket, ctx, id, addr, permit, None)
+}
+
+/// [`run`] for a connection whose upgrade carried a token: logged in at once as
+/// `identity`.
+pub fn run_as<S, E>(
+    socket: S,
+    ctx: Arc<Context>,
+    id: u64,
+    addr: SocketAddr,
+    permit: ConnectionPermit,
+    identity: Option<crate::auth::jwt::Identity>,
+) -> impl Future<Output = ()> + Send
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin + Send,
+    E: StdError + Send + Sync + 'static,
+{
     info!(id, addr = %shown(addr), "connected");
     let session = Session {
         rate: RateLimit::new(ctx.config.rate_limit, ctx.config.rate_burst, Instant::now()),
@@ -198,6 +220,7 @@ where
         goodbye: false,
         restored: false,
         held: false,
+        identity,
         ctx,
     };
     session.run(socket, permit)
@@ -245,6 +268,7 @@ pub async fn restore(ctx: Arc<Context>, id: u64, row: store::Row) -> Option<Rest
         goodbye: false,
         restored: true,
         held: false,
+        identity: None,
         ctx,
     };
     Some(Restored(session))
@@ -313,6 +337,14 @@ impl Session {
         let kicked = kick.cancelled();
         tokio::pin!(kicked);
 
+        // A token's user is logged in before anything is read.
+        if self.identity.is_some() {
+            Box::pin(self.login_identity()).await;
+            if let Err(end) = Box::pin(self.flush(socket, kicked.as_mut())).await {
+                Box::pin(self.close(socket, end)).await;
+                return end;
+            }
+        }
         let end = loop {
             let mut wake = next_ping;
             if let Some(pinged) = unanswered_ping {

@@ -61,6 +61,8 @@ impl Session {
         };
         let Some(mut user) = self.user.take() else {
             match request {
+                // A token's connection has its name: a login retries it.
+                Request::Login { .. } if self.identity.is_some() => self.login_identity().await,
                 Request::Login {
                     name,
                     token,
@@ -73,6 +75,10 @@ impl Session {
             return;
         };
         match request {
+            // A token's connection logged in at once; its login gets the same reply.
+            Request::Login { .. } if self.identity.is_some() => {
+                self.login_reply(&user.name, ResumeReply::default()).await;
+            }
             Request::Login { .. } => {
                 let message = format!(
                     "You are already logged in as \"{}\"; a connection has one name. \
@@ -96,6 +102,16 @@ impl Session {
             Some(kind.as_str()),
             None,
         );
+    }
+
+    /// Logs in under the name a token gave (see [`Session::identity`]).
+    pub(super) async fn login_identity(&mut self) {
+        let Some(identity) = self.identity.clone() else {
+            return;
+        };
+        info!(id = self.id, sub = %shown(&identity.sub), "signed in by token");
+        self.login(Name::parse(&identity.name), None, false, None)
+            .await;
     }
 
     async fn login(
@@ -181,7 +197,11 @@ impl Session {
                         humantime::format_duration(window)
                     )
                 } else {
-                    format!("The name \"{name}\" is already in use; choose another.")
+                    format!(
+                        "The name \"{name}\" is taken: it is, or looks like, another online \
+                         user's name (names that differ only in case or in look-alike letters \
+                         count as one); choose another."
+                    )
                 };
                 self.login_failed(ErrorCode::NameTaken, &message);
                 return;

@@ -30,6 +30,7 @@ macro_rules! all_cases {
             candidates_in_order,
             in_flight_frames_do_not_reach_the_next_holder,
             presence,
+            look_alike_names_are_one_name,
         );
     };
 }
@@ -517,4 +518,77 @@ pub async fn presence(c: &Cluster) {
             break;
         }
     }
+}
+
+/// While `bob` is online, names that differ only in case or in look-alike letters are
+/// taken, on any node, with a message that says why; names are shown as typed, and a
+/// look-alike spelling of an online name reaches that user.
+pub async fn look_alike_names_are_one_name(c: &Cluster) {
+    let mut bob = c.user(0, "bob").await;
+    let mut watcher = c.user(1, "watcher-l").await;
+    // Cyrillic о, Greek ο, fullwidth b o b.
+    let look_alikes = [
+        "Bob",
+        "BOB",
+        "b\u{043E}b",
+        "b\u{03BF}b",
+        "\u{FF42}\u{FF4F}\u{FF42}",
+    ];
+    for (i, name) in look_alikes.iter().enumerate() {
+        let mut other = c.client(i + 2).await;
+        let reply = other.login(name).await;
+        assert_eq!(reply["code"], "name-taken", "{name}: {reply}");
+        let message = reply["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("looks like") && message.contains(name),
+            "{name}: {message}"
+        );
+    }
+    // A call to a look-alike spelling reaches bob, who sees the caller's name as typed.
+    watcher
+        .send(json!({"type": "offer", "name": "BOB", "offer": offer_payload()}))
+        .await;
+    let offer = bob.recv_type("offer").await;
+    assert_eq!(offer["name"], "watcher-l");
+    bob.send(json!({"type": "leave", "name": "watcher-l", "reason": "declined"}))
+        .await;
+    assert_eq!(watcher.recv_type("leave").await["reason"], "declined");
+    // Different names are still different.
+    let mut bobby = c.client(3).await;
+    assert_eq!(bobby.login("bobby").await["success"], true);
+    // Once bob is gone, the name is free in any spelling, and shown as that spelling.
+    bob.close().await;
+    let mut shouting = c.client(2).await;
+    let mut reply = shouting.login("BOB").await;
+    for _ in 0..50 {
+        if reply["success"] == true {
+            break;
+        }
+        // bob's release may still be on its way to the registry.
+        assert_eq!(reply["code"], "name-taken", "{reply}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        reply = shouting.login("BOB").await;
+    }
+    assert_eq!(reply["success"], true, "{reply}");
+    assert_eq!(reply["name"], "BOB");
+    let mut late = c.client(4).await;
+    let reply = late.login("late-l").await;
+    let users = reply["users"].as_array().cloned().unwrap_or_default();
+    assert!(users.contains(&json!("BOB")), "{reply}");
+    assert!(!users.contains(&json!("bob")), "{reply}");
+    // Look-alike spellings racing on every node: exactly one wins.
+    let spellings = ["racer-l", "Racer-L", "RACER-L", "r\u{0430}cer-l", "racer-1"];
+    let mut racers = Vec::new();
+    for i in 0..spellings.len() * 4 {
+        racers.push(c.client(i).await);
+    }
+    let replies = futures_util::future::join_all(
+        racers
+            .iter_mut()
+            .enumerate()
+            .map(|(i, racer)| async move { racer.login(spellings[i % spellings.len()]).await }),
+    )
+    .await;
+    let winners = replies.iter().filter(|r| r["success"] == true).count();
+    assert_eq!(winners, 1, "{replies:?}");
 }

@@ -1,6 +1,7 @@
 // Entry point: wires the modules together. Nothing here but construction.
 
 import { App } from './app.js';
+import { signInGate } from './auth.js';
 import { openLocalMedia } from './media.js';
 import { pageOptions, signalingUrl } from './protocol.js';
 import { SessionStore } from './session-store.js';
@@ -38,4 +39,5 @@ Object.defineProperty(window, 'duet', {
   configurable: false,
 });
 
-app.start();
+// The WebSocket opens only once the server lets this page in (password, if it asks).
+signInGate(document).then(() => app.start());

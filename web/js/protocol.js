@@ -6,7 +6,11 @@
 /** WebSocket URL for the page's own server: same host and port, path /ws. */
 export function signalingUrl(location) {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return `${scheme}//${location.host}/ws`;
+  // An application's token on the page URL (?token=JWT) goes on to the WebSocket, where
+  // it signs the user in (docs/auth.md).
+  const token = new URLSearchParams(location.search ?? '').get('token');
+  const query = token ? `?token=${encodeURIComponent(token)}` : '';
+  return `${scheme}//${location.host}/ws${query}`;
 }
 
 /** Options read from the page URL. `?relay=1` forces TURN (for TURN tests). */

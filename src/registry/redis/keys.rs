@@ -7,8 +7,8 @@
 //!
 //! | name | what |
 //! |---|---|
-//! | `duet:user:NAME` | string: the node id the user is connected to |
-//! | `duet:resume:NAME` | string: the id of the latest resume token of a resumable user; outlives the user key by the resume window |
+//! | `duet:user:KEY` | string: the node id the user is connected to (KEY: the name's `Name::key`, so look-alikes share it) |
+//! | `duet:resume:KEY` | string: the id of the latest resume token of a resumable user; outlives the user key by the resume window |
 //! | `duet:node:NODE` | string: the node is alive |
 //! | `duet:node:NODE:users` | set: the names on that node |
 //! | `duet:nodes` | set: node ids |
@@ -39,14 +39,15 @@ impl Keys {
         }
     }
 
-    /// The key holding the id of the node `name` is connected to.
+    /// The key holding the id of the node `name` is connected to. Built from the name's
+    /// key, so that look-alike names claim one key.
     pub fn user(&self, name: &Name) -> String {
-        format!("{}user:{}", self.prefix, name.as_str())
+        format!("{}user:{}", self.prefix, name.key())
     }
 
     /// The key holding the id of `name`'s latest resume token, while it is resumable.
     pub fn resume(&self, name: &Name) -> String {
-        format!("{}resume:{}", self.prefix, name.as_str())
+        format!("{}resume:{}", self.prefix, name.key())
     }
 
     /// What precedes a node id in its liveness key (and its user set's key).
@@ -169,7 +170,7 @@ mod tests {
     #[test]
     fn names_are_the_documented_ones() {
         let keys = Keys::new("duet:", "web-1".into());
-        let name = Name::parse("ä lice").expect("valid name");
+        let name = Name::parse("Ä lice").expect("valid name");
         assert_eq!(keys.user(&name), "duet:user:ä lice");
         assert_eq!(keys.own_alive(), "duet:node:web-1");
         assert_eq!(keys.own_users(), "duet:node:web-1:users");
