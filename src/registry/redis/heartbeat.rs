@@ -237,7 +237,17 @@ impl Node {
             // Another node took the name while this one could not refresh it (cut off from
             // Redis for longer than the lease). Two connections must not share a name:
             // close ours (1013, try again later); the client can log in again.
+            let resumable = local.resumable.contains(name);
             if let Some(mailbox) = local.remove_user(name) {
+                if resumable {
+                    // Most likely resumed on that node (its `dropped` may still be on the
+                    // way): end quietly, the call goes on there.
+                    info!(%name, "name taken over by another node (a resume); dropping the session here");
+                    if mailbox.deliver(Event::Replaced).is_err() {
+                        mailbox.kick();
+                    }
+                    continue;
+                }
                 warn!(%name, "name taken over by another node while redis was unreachable; disconnecting its user here");
                 mailbox.kick();
             }
