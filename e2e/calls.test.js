@@ -327,9 +327,10 @@ test('?relay=1 with no TURN server: the page says there is no network path and n
   const erin = await login(await openUser(browser, server.baseUrl, { query: '?relay=1' }), 'erin');
   try {
     await dial(erin.page, 'bob');
-    await acceptIncoming(bob.page, 'erin');
+    // Read while it rings: once answered, the attempt ends as soon as ICE has failed.
     const policy = await erin.page.evaluate(() => window.duet.state.pc.getConfiguration().iceTransportPolicy);
     assert.equal(policy, 'relay');
+    await acceptIncoming(bob.page, 'erin');
     await waitStatus(erin.page, /no network path to bob.*no TURN relay configured/, 10_000);
     // The attempt is over on both sides: erin ended it, bob was told.
     await assertIdle(erin);

@@ -12,12 +12,12 @@ use std::time::SystemTime;
 use ::turn::allocation::allocation_manager::Manager;
 use ::turn::auth::AuthHandler;
 use stun::attributes::{
-    ATTR_CHANNEL_NUMBER, ATTR_MESSAGE_INTEGRITY, ATTR_NONCE, ATTR_REALM, ATTR_USERNAME,
-    ATTR_XOR_PEER_ADDRESS,
+    ATTR_CHANNEL_NUMBER, ATTR_MESSAGE_INTEGRITY, ATTR_NONCE, ATTR_REALM,
+    ATTR_REQUESTED_ADDRESS_FAMILY, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS,
 };
 use stun::error_code::{
-    CODE_ALLOC_QUOTA_REACHED, CODE_BAD_REQUEST, CODE_FORBIDDEN, CODE_STALE_NONCE,
-    CODE_UNAUTHORIZED, ErrorCode, ErrorCodeAttribute,
+    CODE_ADDR_FAMILY_NOT_SUPPORTED, CODE_ALLOC_QUOTA_REACHED, CODE_BAD_REQUEST, CODE_FORBIDDEN,
+    CODE_STALE_NONCE, CODE_UNAUTHORIZED, ErrorCode, ErrorCodeAttribute,
 };
 use stun::fingerprint::FINGERPRINT;
 use stun::integrity::MessageIntegrity;
@@ -56,6 +56,9 @@ pub(super) struct Gatekeeper {
     auth: Arc<LongTermAuth>,
     realm: String,
     nonces: NonceKey,
+    /// Whether IPv6 relayed addresses are offered (`--turn-relay-ip6`); without them an
+    /// Allocate asking for one gets 440 (RFC 6156 §4.2), not the crate's 508.
+    ipv6_relays: bool,
     /// Answers to requests that are not (or not correctly) authenticated: every one is
     /// a packet sent on behalf of a possibly spoofed source, so their rate is capped per
     /// source and in total.
@@ -87,8 +90,15 @@ impl Gatekeeper {
             auth,
             realm,
             nonces: NonceKey::random(),
+            ipv6_relays: false,
             unauthenticated: UnauthenticatedLimit::new(),
         }
+    }
+
+    /// The same gatekeeper, knowing whether IPv6 relays are offered.
+    pub(super) fn with_ipv6_relays(mut self, on: bool) -> Self {
+        self.ipv6_relays = on;
+        self
     }
 
     /// Decides about `datagram`, just received from `src`. Never an error: refusing one
@@ -178,6 +188,13 @@ impl Gatekeeper {
                     return Some(refuse(m, CODE_FORBIDDEN, "Forbidden IP"));
                 }
             }
+        } else if m.typ.method == METHOD_ALLOCATE && !self.ipv6_relays && asks_for_ipv6(m) {
+            tracing::debug!(%src, "TURN: refused an IPv6 relay (no --turn-relay-ip6)");
+            return Some(refuse(
+                m,
+                CODE_ADDR_FAMILY_NOT_SUPPORTED,
+                "Address Family not Supported",
+            ));
         } else if m.typ.method == METHOD_ALLOCATE
             && (self.quotas.per_user > 0 || self.quotas.per_address > 0)
         {
@@ -256,6 +273,15 @@ fn channel_number_valid(m: &Message) -> bool {
         .find(|a| a.typ == ATTR_CHANNEL_NUMBER)
         .and_then(|a| a.value.get(..2))
         .is_some_and(|v| (0x4000..=0x7FFF).contains(&u16::from_be_bytes([v[0], v[1]])))
+}
+
+/// Whether an Allocate asks for an IPv6 relayed address (REQUESTED-ADDRESS-FAMILY 0x02,
+/// RFC 6156 §4.1.1).
+fn asks_for_ipv6(m: &Message) -> bool {
+    m.attributes
+        .0
+        .iter()
+        .any(|a| a.typ == ATTR_REQUESTED_ADDRESS_FAMILY && a.value.first() == Some(&0x02))
 }
 
 /// Unsigned error response: the client's request may not even have been

@@ -49,7 +49,7 @@ mod policy;
 mod relay;
 mod tcp;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -138,6 +138,16 @@ pub struct TurnConfig {
         value_name = "IP"
     )]
     pub external_ip: Option<IpAddr>,
+
+    /// Also offer IPv6 relayed addresses, from this local IPv6 address: clients ask for one
+    /// with REQUESTED-ADDRESS-FAMILY (RFC 6156; browsers do not, coturn's `turnutils_uclient
+    /// -x` does) and then relay to IPv6 peers. Clients still reach the server over IPv4.
+    #[arg(
+        long = "turn-relay-ip6",
+        env = "DUET_TURN_RELAY_IP6",
+        value_name = "IPV6"
+    )]
+    pub relay_ip6: Option<Ipv6Addr>,
 
     /// UDP ports used for relay sockets (open them in the firewall).
     #[arg(
@@ -235,6 +245,7 @@ impl TurnConfig {
             listen_udp: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             listen_tcp: None,
             external_ip: None,
+            relay_ip6: None,
             relay_ports: PortRange {
                 min: 49152,
                 max: 65535,
@@ -339,8 +350,23 @@ pub async fn start(config: TurnConfig, shutdown: CancellationToken) -> anyhow::R
             address: relay_bind.clone(),
             net: net.clone(),
         };
-        let generator =
-            GuardedGenerator::new(ranges, policy, config.max_bytes_per_sec, config.udp_buffer);
+        // IPv6 relays bind on the address they advertise (brackets: the crate joins
+        // address and port with a colon).
+        let ranges6 = config.relay_ip6.map(|ip6| RelayAddressGeneratorRanges {
+            relay_address: IpAddr::V6(ip6),
+            min_port: config.relay_ports.min,
+            max_port: config.relay_ports.max,
+            max_retries: 64,
+            address: format!("[{ip6}]"),
+            net: net.clone(),
+        });
+        let generator = GuardedGenerator::new(
+            ranges,
+            ranges6,
+            policy,
+            config.max_bytes_per_sec,
+            config.udp_buffer,
+        );
         generator
             .validate()
             .context("TURN relay address generator")?;
@@ -399,16 +425,19 @@ pub async fn start(config: TurnConfig, shutdown: CancellationToken) -> anyhow::R
         .collect::<anyhow::Result<Vec<_>>>()?
         .into();
     let auth = Arc::new(LongTermAuth::new(config.auth.clone()));
-    let gate = Arc::new(Gatekeeper::new(
-        policy,
-        Quotas {
-            per_user: config.user_quota,
-            per_address: config.address_quota,
-        },
-        Arc::clone(&managers),
-        Arc::clone(&auth),
-        config.realm.clone(),
-    ));
+    let gate = Arc::new(
+        Gatekeeper::new(
+            policy,
+            Quotas {
+                per_user: config.user_quota,
+                per_address: config.address_quota,
+            },
+            Arc::clone(&managers),
+            Arc::clone(&auth),
+            config.realm.clone(),
+        )
+        .with_ipv6_relays(config.relay_ip6.is_some()),
+    );
     let loops = TaskTracker::new();
     for (conn, manager) in conns.into_iter().zip(managers.iter()) {
         let listener = Listener {

@@ -19,6 +19,8 @@ use super::policy::PeerPolicy;
 /// is guarded by a [`RelayGuard`].
 pub(super) struct GuardedGenerator {
     inner: RelayAddressGeneratorRanges,
+    /// IPv6 relays (`--turn-relay-ip6`), for Allocate requests that ask for IPv6.
+    inner6: Option<RelayAddressGeneratorRanges>,
     policy: PeerPolicy,
     /// Per-allocation cap, both directions together (0 = unlimited).
     max_bytes_per_sec: u64,
@@ -29,12 +31,14 @@ pub(super) struct GuardedGenerator {
 impl GuardedGenerator {
     pub(super) fn new(
         inner: RelayAddressGeneratorRanges,
+        inner6: Option<RelayAddressGeneratorRanges>,
         policy: PeerPolicy,
         max_bytes_per_sec: u64,
         buffer: usize,
     ) -> Self {
         GuardedGenerator {
             inner,
+            inner6,
             policy,
             max_bytes_per_sec,
             buffer,
@@ -57,7 +61,8 @@ pub(super) fn set_buffers<'s>(socket: impl Into<socket2::SockRef<'s>>, bytes: us
 #[async_trait]
 impl RelayAddressGenerator for GuardedGenerator {
     fn validate(&self) -> Result<(), ::turn::Error> {
-        self.inner.validate()
+        self.inner.validate()?;
+        self.inner6.as_ref().map_or(Ok(()), |g| g.validate())
     }
 
     async fn allocate_conn(
@@ -65,7 +70,12 @@ impl RelayAddressGenerator for GuardedGenerator {
         use_ipv4: bool,
         requested_port: u16,
     ) -> Result<(Arc<dyn Conn + Send + Sync>, SocketAddr), ::turn::Error> {
-        let (conn, addr) = self.inner.allocate_conn(use_ipv4, requested_port).await?;
+        let (conn, addr) = match (use_ipv4, &self.inner6) {
+            (true, _) => self.inner.allocate_conn(true, requested_port).await?,
+            (false, Some(inner6)) => inner6.allocate_conn(false, requested_port).await?,
+            // The crate answers 508; RFC 6156's 440 would be more precise.
+            (false, None) => return Err(::turn::Error::ErrInvalidRequestedFamilyValue),
+        };
         // The crate's generator binds real tokio sockets (no virtual network here).
         if let Some(socket) = conn.as_any().downcast_ref::<tokio::net::UdpSocket>() {
             set_buffers(socket, self.buffer);

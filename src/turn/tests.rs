@@ -255,6 +255,45 @@ async fn udp_sockets_share_the_port_and_each_relays() {
     assert_eq!(h.allocation_count().await.expect("count"), 16);
 }
 
+/// coturn's `turnutils_uclient -x` against the server: with `--turn-relay-ip6` its
+/// allocations get IPv6 relayed addresses and relay between them (peers over IPv6);
+/// without, the Allocate is refused with 440 (RFC 6156 §4.2).
+#[tokio::test]
+async fn ipv6_relays_with_turnutils_uclient() {
+    async fn uclient(h: &TurnHandle) -> String {
+        let c = creds("six");
+        let out = tokio::process::Command::new("turnutils_uclient")
+            .args(["-x", "-y", "-c", "-n", "20", "-m", "1", "-v"])
+            .args(["-u", &c.username, "-w", &c.credential])
+            .args(["-p", &h.udp_addr.port().to_string(), "127.0.0.1"])
+            .output();
+        let out = timeout(Duration::from_secs(60), out)
+            .await
+            .expect("turnutils_uclient finished in time")
+            .expect("turnutils_uclient runs (apt-get install coturn; scripts/test does)");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+    let (h, _stop) = server(|c| {
+        c.allow_loopback = true;
+        c.relay_ip6 = Some(std::net::Ipv6Addr::LOCALHOST);
+    })
+    .await;
+    let text = uclient(&h).await;
+    assert!(text.contains("IPv6. Received relay addr: ::1:"), "{text}");
+    assert!(
+        text.contains("tot_send_msgs=40, tot_recv_msgs=40")
+            && text.contains("Total lost packets 0 (0.000000%)"),
+        "{text}"
+    );
+    let (h4, _stop4) = server(|c| c.allow_loopback = true).await;
+    let text = uclient(&h4).await;
+    assert!(text.contains("error 440"), "{text}");
+}
+
 /// Issue 11 defect 1: the crate closes an allocation's listener connection when the
 /// allocation ends (a no-op on UDP); on the TCP mux that used to stop the accept loop and
 /// drop every TCP client. Allocations end here both ways (Refresh with lifetime 0, RFC
