@@ -157,6 +157,9 @@ pub enum LeaveReason {
     Declined,
     Cancelled,
     NoAnswer,
+    /// The client found no network path for the media (ICE failed, or nothing connected
+    /// within the page's connect timeout).
+    NoPath,
     /// Sent by the server when the peer's connection went away.
     Disconnected,
 }
@@ -169,6 +172,7 @@ impl LeaveReason {
             "declined" => LeaveReason::Declined,
             "cancelled" => LeaveReason::Cancelled,
             "no-answer" => LeaveReason::NoAnswer,
+            "no-path" => LeaveReason::NoPath,
             _ => LeaveReason::Hangup,
         }
     }
@@ -179,6 +183,7 @@ impl LeaveReason {
             LeaveReason::Declined => "declined",
             LeaveReason::Cancelled => "cancelled",
             LeaveReason::NoAnswer => "no-answer",
+            LeaveReason::NoPath => "no-path",
             LeaveReason::Disconnected => "disconnected",
         }
     }

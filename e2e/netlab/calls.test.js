@@ -22,7 +22,10 @@ import {
   login,
   openUser,
   selectedPair,
+  statusText,
+  waitCallState,
   waitFirstFrame,
+  waitStatus,
 } from '../lib/browser.js';
 
 const LAB = process.env.NETLAB_DIR;
@@ -210,21 +213,74 @@ test('UDP-blocked network <-> home: through TURN over TCP on port 443', async (t
   }
 });
 
-test('UDP-blocked network <-> home without TURN: no media path', async () => {
-  const server = await startDuet([]);
-  let c;
+/**
+ * A call from `fromHome` to `toHome` on `server` that cannot connect: the caller's page
+ * must end the attempt with a message matching `expect` within the connect timeout
+ * (20 s, web/js/app.js) plus slack. Returns the time from Call to the message.
+ */
+async function failingCall(server, fromHome, toHome, expect) {
+  const c = await call(server, fromHome, toHome, { expectFrames: false });
   try {
-    c = await call(server, 'block', 'eim1', { expectFrames: false });
-    await assert.rejects(waitFirstFrame(c.alice.page, 8000), /no decoded remote video frame/);
-    assert.equal(await selectedPair(c.alice.page), null, 'a pair was selected with UDP blocked and no TURN');
+    await waitStatus(c.alice.page, expect, 30_000);
+    const ms = Date.now() - c.t0;
+    assert.equal(await selectedPair(c.alice.page), null, 'a candidate pair was selected');
+    // Both attempts are over: the caller's ended, the callee was told.
+    await waitCallState(c.alice.page, 'idle', 5000);
+    await waitCallState(c.bob.page, 'idle', 15_000);
+    return { ms, text: await statusText(c.alice.page), callee: await statusText(c.bob.page) };
+  } catch (err) {
+    for (const u of [c.alice, c.bob]) console.log(`--- console of ${u.name}\n${u.consoleLines.join('\n')}`);
+    console.log(`--- duet log\n${server.log.join('').slice(-20_000)}`);
+    throw err;
   } finally {
-    if (c) {
-      await closeUser(c.alice);
-      await closeUser(c.bob);
-      await Promise.all(c.browsers.map((b) => b.close()));
-    }
-    await server.stop();
+    await closeUser(c.alice);
+    await closeUser(c.bob);
+    await Promise.all(c.browsers.map((b) => b.close()));
   }
+}
+
+// The two calls that cannot connect wait out the page's connect timeout; they run side
+// by side (their duets on different ports) so the lab waits for it once.
+test('calls that cannot connect end with the reason', { concurrency: 2 }, async (t) => {
+  await Promise.all([
+    t.test('UDP-blocked network <-> home without TURN: "no network path"', async (t) => {
+      const server = await startDuet([]);
+      try {
+        const r = await failingCall(server, 'block', 'eim1', /no network path to b-eim1-\w+: .*no TURN relay configured/i);
+        t.diagnostic(`no TURN: "${r.text}" after ${r.ms} ms; callee: "${r.callee}"`);
+        console.log(`TIMING netlab UDP blocked <-> EIM NAT, no TURN: call -> "no network path" ${r.ms} ms`);
+        timings.push(`UDP blocked <-> EIM NAT, no TURN: no path, message after ${r.ms} ms`);
+      } finally {
+        await server.stop();
+      }
+    }),
+    t.test('a TURN server that refuses the credentials: the refusal is shown', async (t) => {
+      // duet's TURN server checks another secret than the page's duet mints with; behind
+      // symmetric NATs only a relay could connect the call.
+      const turn = await new DuetServer({
+        host: IP,
+        port: 8478,
+        args: ['--turn-server', '--turn-listen', `${IP}:3478`, '--turn-external-ip', IP, '--turn-secret', 'the-turn-servers'],
+      }).start();
+      const server = await new DuetServer({
+        host: IP,
+        port: 8443,
+        https: true,
+        args: ['--tls-self-signed', '--data-dir', dataDir, '--turn', `turn:${IP}:3478?transport=udp`, '--turn-secret', 'another'],
+      }).start();
+      try {
+        const r = await failingCall(server, 'sym1', 'sym2', /TURN server refused to relay \(401 .*wrong or expired TURN credentials/);
+        t.diagnostic(`refused: "${r.text}" after ${r.ms} ms; callee: "${r.callee}"`);
+        console.log(`TIMING netlab symmetric NAT <-> symmetric NAT, TURN refusing: call -> refusal message ${r.ms} ms`);
+        timings.push(`symmetric NAT <-> symmetric NAT, TURN refusing the credentials: refusal shown after ${r.ms} ms`);
+        // The refusals are the TURN server's routine: logged below ERROR.
+        assert.doesNotMatch(turn.log.join(''), /\bERROR\b/, turn.log.join(''));
+      } finally {
+        await server.stop();
+        await turn.stop();
+      }
+    }),
+  ]);
 });
 
 after(() => {

@@ -118,6 +118,11 @@ fn leave_defaults() {
         panic!()
     };
     assert_eq!(reason, LeaveReason::Hangup);
+    let Ok(Request::Leave { reason, .. }) = parse("{\"type\":\"leave\",\"reason\":\"no-path\"}")
+    else {
+        panic!()
+    };
+    assert_eq!(reason, LeaveReason::NoPath);
 }
 
 #[test]

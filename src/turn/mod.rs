@@ -197,6 +197,29 @@ pub struct TurnConfig {
     )]
     pub address_quota: usize,
 
+    /// UDP sockets on --turn-listen's address (SO_REUSEPORT), each read by a task of its
+    /// own, so that receiving spreads over cores and one socket's buffer does not overflow
+    /// under load; the kernel keeps each client on one socket. 0 = one per CPU core (at
+    /// most 8).
+    #[arg(
+        long = "turn-udp-sockets",
+        env = "DUET_TURN_UDP_SOCKETS",
+        default_value_t = 0,
+        value_name = "COUNT"
+    )]
+    pub udp_sockets: usize,
+
+    /// Receive and send buffer size of every TURN UDP socket (listen and relay), in bytes
+    /// (0 = the system default, about 208 KiB on Linux). The kernel caps it at
+    /// net.core.rmem_max / wmem_max unless those are raised; duet logs what it got.
+    #[arg(
+        long = "turn-udp-buffer",
+        env = "DUET_TURN_UDP_BUFFER",
+        default_value_t = 4 << 20,
+        value_name = "BYTES"
+    )]
+    pub udp_buffer: usize,
+
     /// Credentials check; not a flag because it comes from the ICE config.
     #[arg(skip)]
     pub auth: TurnAuth,
@@ -219,6 +242,8 @@ impl TurnConfig {
             realm: "duet".into(),
             user_quota: 8,
             address_quota: 64,
+            udp_sockets: 1,
+            udp_buffer: 0,
             max_bytes_per_sec: 0,
             allow_loopback: false,
             allow_private: false,
@@ -232,6 +257,20 @@ impl TurnConfig {
             allow_private: self.allow_private,
         }
     }
+}
+
+/// A UDP socket on `addr`, with SO_REUSEPORT when others will share the port, and
+/// `buffer` bytes of receive and send buffer (0: the system's default).
+fn bind_udp(addr: SocketAddr, reuse_port: bool, buffer: usize) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    relay::set_buffers(&socket, buffer);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 /// A running embedded TURN server.
@@ -300,7 +339,8 @@ pub async fn start(config: TurnConfig, shutdown: CancellationToken) -> anyhow::R
             address: relay_bind.clone(),
             net: net.clone(),
         };
-        let generator = GuardedGenerator::new(ranges, policy, config.max_bytes_per_sec);
+        let generator =
+            GuardedGenerator::new(ranges, policy, config.max_bytes_per_sec, config.udp_buffer);
         generator
             .validate()
             .context("TURN relay address generator")?;
@@ -310,11 +350,31 @@ pub async fn start(config: TurnConfig, shutdown: CancellationToken) -> anyhow::R
         })))
     };
 
-    let udp = UdpSocket::bind(config.listen_udp)
-        .await
-        .map_err(|e| crate::startup::cannot_listen(config.listen_udp, "--turn-listen", &e))?;
-    let udp_addr = udp.local_addr()?;
-    let mut conns: Vec<Arc<dyn Conn + Send + Sync>> = vec![Arc::new(udp)];
+    let sockets = match config.udp_sockets {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+        n => n,
+    };
+    let cannot = |e| crate::startup::cannot_listen(config.listen_udp, "--turn-listen", &e);
+    let first = bind_udp(config.listen_udp, sockets > 1, config.udp_buffer).map_err(cannot)?;
+    // The others on the port the first got (which may have been 0).
+    let udp_addr = first.local_addr()?;
+    let buffer = socket2::SockRef::from(&first)
+        .recv_buffer_size()
+        .unwrap_or(0);
+    let mut conns: Vec<Arc<dyn Conn + Send + Sync>> = vec![Arc::new(first)];
+    for _ in 1..sockets {
+        conns.push(Arc::new(
+            bind_udp(udp_addr, true, config.udp_buffer).map_err(cannot)?,
+        ));
+    }
+    // Linux reports twice the size asked for (the kernel's bookkeeping share).
+    if config.udp_buffer > 0 && buffer < config.udp_buffer {
+        tracing::warn!(
+            asked = config.udp_buffer,
+            got = buffer / 2,
+            "TURN UDP buffer capped by the kernel: raise net.core.rmem_max and wmem_max"
+        );
+    }
 
     // The TCP path always exists: besides --turn-listen-tcp, the HTTP(S) port hands it
     // the connections that speak TURN (`server::demux`).
@@ -361,7 +421,7 @@ pub async fn start(config: TurnConfig, shutdown: CancellationToken) -> anyhow::R
         loops.spawn(listener.run(shutdown.clone()));
     }
     loops.close();
-    tracing::info!(%udp_addr, ?tcp_addr, %relay_ip, "TURN server listening");
+    tracing::info!(%udp_addr, udp_sockets = sockets, ?tcp_addr, %relay_ip, "TURN server listening");
     Ok(TurnHandle {
         udp_addr,
         tcp_addr,

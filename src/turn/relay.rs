@@ -22,6 +22,8 @@ pub(super) struct GuardedGenerator {
     policy: PeerPolicy,
     /// Per-allocation cap, both directions together (0 = unlimited).
     max_bytes_per_sec: u64,
+    /// Socket buffer size for relay sockets (`--turn-udp-buffer`; 0 = system default).
+    buffer: usize,
 }
 
 impl GuardedGenerator {
@@ -29,13 +31,27 @@ impl GuardedGenerator {
         inner: RelayAddressGeneratorRanges,
         policy: PeerPolicy,
         max_bytes_per_sec: u64,
+        buffer: usize,
     ) -> Self {
         GuardedGenerator {
             inner,
             policy,
             max_bytes_per_sec,
+            buffer,
         }
     }
+}
+
+/// Sets a socket's receive and send buffers to `bytes` (0: leaves them). Best effort: the
+/// kernel caps the size at net.core.rmem_max / wmem_max, and a smaller buffer only means
+/// drops under load, as before.
+pub(super) fn set_buffers<'s>(socket: impl Into<socket2::SockRef<'s>>, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    let socket = socket.into();
+    let _ = socket.set_recv_buffer_size(bytes);
+    let _ = socket.set_send_buffer_size(bytes);
 }
 
 #[async_trait]
@@ -50,6 +66,10 @@ impl RelayAddressGenerator for GuardedGenerator {
         requested_port: u16,
     ) -> Result<(Arc<dyn Conn + Send + Sync>, SocketAddr), ::turn::Error> {
         let (conn, addr) = self.inner.allocate_conn(use_ipv4, requested_port).await?;
+        // The crate's generator binds real tokio sockets (no virtual network here).
+        if let Some(socket) = conn.as_any().downcast_ref::<tokio::net::UdpSocket>() {
+            set_buffers(socket, self.buffer);
+        }
         let guard = RelayGuard {
             policy: self.policy,
             bucket: (self.max_bytes_per_sec > 0).then(|| TokenBucket::new(self.max_bytes_per_sec)),

@@ -325,10 +325,11 @@ impl Conn for TcpMux {
     }
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
         let tx = lock(&self.peers).get(&target).cloned();
+        // A client whose connection is gone keeps its allocation until it expires, and its
+        // peer may go on sending: drop those packets quietly, as a UDP socket sends to a
+        // host that left. (An error here becomes an ERROR line per packet in the crate.)
         let Some(tx) = tx else {
-            return Err(webrtc_util::Error::Other(format!(
-                "no TCP connection from {target}"
-            )));
+            return Ok(buf.len());
         };
         // try_send: a client that does not read must not stall the server's
         // single read loop; its media is dropped like on a full UDP buffer.

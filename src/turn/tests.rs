@@ -229,6 +229,32 @@ async fn tcp_transport_relays() {
     );
 }
 
+/// Several UDP sockets share the listen port (SO_REUSEPORT): the kernel spreads clients
+/// over them, each socket's allocations relay both ways, and the quota still counts all.
+#[tokio::test]
+async fn udp_sockets_share_the_port_and_each_relays() {
+    let (h, _stop) = server(|c| {
+        c.allow_loopback = true;
+        c.udp_sockets = 4;
+        c.udp_buffer = 1 << 20;
+        c.user_quota = 0;
+    })
+    .await;
+    for i in 0..16 {
+        assert_eq!(
+            relay_roundtrip(&h, None).await,
+            (None, true, true),
+            "client {i}"
+        );
+    }
+    let mut used = 0;
+    for m in h.managers.iter().take(4) {
+        used += usize::from(!m.get_allocations_info(None).await.is_empty());
+    }
+    assert!(used >= 2, "16 clients all landed on one of 4 sockets");
+    assert_eq!(h.allocation_count().await.expect("count"), 16);
+}
+
 /// Issue 11 defect 1: the crate closes an allocation's listener connection when the
 /// allocation ends (a no-op on UDP); on the TCP mux that used to stop the accept loop and
 /// drop every TCP client. Allocations end here both ways (Refresh with lifetime 0, RFC

@@ -26,16 +26,16 @@ import {
 } from './protocol.js';
 import { CallAttempt } from './attempt.js';
 import { PeerCall, fingerprintOf } from './call.js';
+import { IceErrors, explainFailure } from './ice-diagnosis.js';
 import { CallState, isAnswered } from './call-state.js';
 import { MediaRecovery } from './recovery.js';
 import { SessionStore } from './session-store.js';
 import { formatDuration, formatStats, summarizeStats } from './stats.js';
 import { backoffDelay } from './signaling.js';
 
-const ICE_FAILED_TEXT = 'Could not connect directly; a TURN server may be needed.';
 const STATS_INTERVAL_MS = 1000;
 const TIMER_INTERVAL_MS = 500;
-/** Answered but no media path after this long: most likely a TURN server is needed. */
+/** Answered but no media path after this long: the attempt ends, saying why (ice-diagnosis.js). */
 const CONNECT_TIMEOUT_MS = 20_000;
 /** Stats samples in a row with no inbound video byte before the path counts as lost. */
 const MEDIA_STALL_SAMPLES = 2;
@@ -591,7 +591,7 @@ export class App {
     if (fingerprint && attempt.staleFingerprints.has(fingerprint)) return;
     if (attempt.state === CallState.OUTGOING) {
       this.#setState(attempt, CallState.CONNECTING);
-      if (attempt.iceFailed) this.#ui.setCallStatus(ICE_FAILED_TEXT, 'error');
+      if (attempt.iceFailed) this.#noPath(attempt);
       else this.#ui.setCallStatus(`${attempt.peer} answered; connecting…`, 'info');
     }
     try {
@@ -651,6 +651,8 @@ export class App {
     const attempt = this.#attempt;
     if (!attempt) return;
     if (typeof m.name === 'string' && m.name !== attempt.peer) return;
+    // The peer found no path: so did we; say why from our side.
+    if (m.reason === 'no-path' && attempt.state === CallState.CONNECTING) return void this.#noPath(attempt, null);
     // A callee who pressed Accept is in the call, even before media flows.
     const phase = isAnswered(attempt.state) ? 'connected' : 'ringing';
     const text = describeLeave({ reason: m.reason, peer: attempt.peer, role: attempt.role, phase });
@@ -716,6 +718,7 @@ export class App {
   /** Listen to the attempt's current peer connection (again after a re-join replaced it). */
   #wirePeerCall(attempt) {
     const pc = attempt.peerCall;
+    attempt.iceErrors = new IceErrors(pc.pc);
     const live = (fn) => attempt.whileOpen((e) => (attempt.peerCall === pc ? fn(e) : undefined));
     /** This connection had media: losing its path is for the recovery, not "TURN needed". */
     let hadMedia = false;
@@ -733,7 +736,7 @@ export class App {
         if (hadMedia) return;
         attempt.iceFailed = true;
         // While still ringing, keep "Calling …" up; say it once answered.
-        if (attempt.state !== CallState.OUTGOING) this.#ui.setCallStatus(ICE_FAILED_TEXT, 'error');
+        if (attempt.state !== CallState.OUTGOING) this.#noPath(attempt);
       }),
     );
     pc.addEventListener(
@@ -806,8 +809,20 @@ export class App {
 
   #startConnectTimer(attempt) {
     attempt.after(CONNECT_TIMEOUT_MS, () => {
-      if (attempt.state === CallState.CONNECTING) this.#ui.setCallStatus(ICE_FAILED_TEXT, 'error');
+      if (attempt.state === CallState.CONNECTING) this.#noPath(attempt);
     });
+  }
+
+  /**
+   * No media path: say why and, if media never flowed, end the attempt (telling the peer
+   * `leave`, unless it told us).
+   */
+  async #noPath(attempt, leave = 'no-path') {
+    const { pc } = attempt.peerCall;
+    const why = explainFailure({ pc, peer: attempt.peer, iceServers: this.#iceServers, iceErrors: attempt.iceErrors });
+    const { text } = await attempt.step(why);
+    if (attempt.state === CallState.CONNECTING) this.#endCall(attempt, text, 'error', leave);
+    else this.#ui.setCallStatus(text, 'error');
   }
 
   #onMediaConnected(attempt) {

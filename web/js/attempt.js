@@ -26,6 +26,8 @@ export class CallAttempt {
   heldCandidates = [];
   /** ICE found no path; a caller says so once answered, not while it still rings. */
   iceFailed = false;
+  /** The peer connection's icecandidateerror events (ice-diagnosis.js), set by the controller. */
+  iceErrors = null;
   /** The last getStats summary: the next one computes rates from it. */
   lastStats = null;
   /** Date.now() when media first flowed (kept across a reload), or null. */

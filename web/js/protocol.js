@@ -77,6 +77,8 @@ export function describeLeave({ reason, peer, role, phase }) {
       return role === 'caller'
         ? `No answer from ${who}.`
         : `Missed call from ${who} (no answer in time).`;
+    case 'no-path':
+      return `No network path to ${who}; the call has ended.`;
     case 'disconnected':
       return phase === 'connected'
         ? `${who} disconnected; the call has ended.`
