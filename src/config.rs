@@ -252,7 +252,8 @@ pub struct Config {
     pub rate_burst: u32,
 
     /// Messages queued for one client before it counts as a slow consumer and is
-    /// disconnected (close code 1013).
+    /// disconnected (close code 1013). Also at most 1 MiB of them per client, and 256 MiB
+    /// for all clients together (then the clients with the largest queues go first).
     #[arg(
         long,
         env = "DUET_QUEUE_CAPACITY",

@@ -553,3 +553,42 @@ async fn logins_are_limited_per_address() {
         "{reply:?}"
     );
 }
+
+/// Issue 15 finding 5: a callee that never reads costs its peer's large candidates only up
+/// to the mailbox's byte limit (1 MiB) plus what the sockets buffer, not the queue's 1,024
+/// places of 60 KB (~60 MiB) before it is disconnected: the sender hears of it early.
+#[tokio::test]
+async fn a_client_that_never_reads_is_dropped_before_it_costs_megabytes() {
+    let server = Server::start(|_| {}).await;
+    let mut alice = Client::connect(&server.url("/ws")).await;
+    let mut bob = Client::connect(&server.url("/ws")).await;
+    alice.login("big-alice").await;
+    bob.login("big-bob").await;
+    connect_call(&mut alice, "big-alice", &mut bob, "big-bob").await;
+    // bob reads nothing from now on.
+    let padding = "x".repeat(60_000);
+    let candidate = json!({"type": "candidate", "name": "big-bob",
+        "candidate": {"candidate": padding, "sdpMid": "0", "sdpMLineIndex": 0}});
+    let mut sent = 0;
+    let refused = 'sending: loop {
+        assert!(
+            sent < 1500,
+            "still relaying after {sent} candidates of 60 KB"
+        );
+        alice.send(candidate.clone()).await;
+        sent += 1;
+        // Whatever came back meanwhile, without waiting.
+        while let Some(next) = futures_util::FutureExt::now_or_never(alice.next_json()) {
+            let v = next.expect("alice stays connected");
+            if v["type"] == "error" || v["type"] == "leave" {
+                break 'sending v;
+            }
+        }
+    };
+    eprintln!("the non-reading callee was dropped after {sent} candidates of 60 KB: {refused}");
+    assert!(
+        sent < 600,
+        "{sent} candidates of 60 KB queued for a client that never reads"
+    );
+    drop(bob);
+}

@@ -6,6 +6,8 @@
 //! backends and the session depend on it and it depends on none of them.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use axum::extract::ws::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
@@ -41,12 +43,112 @@ pub enum Event {
     Replaced,
 }
 
+/// Bytes one mailbox may hold undelivered: sixteen messages of the largest size (64 KiB),
+/// far beyond what a reading client ever has waiting. More means the client is not
+/// reading: it is disconnected as a slow consumer (issue 15 finding 5: a client that never
+/// read cost its peer's 60 KB candidates times the queue's 1,024 places, ~30 MiB).
+pub const MAX_QUEUED_BYTES: usize = 1 << 20;
+
+/// Bytes all mailboxes of the process may hold together. Over it, a delivery to a
+/// mailbox that holds a backlog of its own ([`BACKLOG`]) disconnects that slow owner (the
+/// largest queues go first); other deliveries are refused to their senders until
+/// memory is given back.
+pub const QUEUED_BUDGET: usize = 256 << 20;
+
+/// What counts as a backlog when the process is over [`QUEUED_BUDGET`].
+const BACKLOG: usize = 64 << 10;
+
+/// Accounting cost of an event besides its frame (the box, the channel slot).
+const EVENT_OVERHEAD: usize = 64;
+
+/// Bytes queued in mailboxes, together, against a limit.
+#[derive(Debug)]
+pub struct QueueBudget {
+    queued: AtomicUsize,
+    limit: usize,
+}
+
+impl QueueBudget {
+    pub const fn new(limit: usize) -> QueueBudget {
+        QueueBudget {
+            queued: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Bytes queued now, in every mailbox of this budget.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Relaxed)
+    }
+}
+
+/// The process's budget, shared by every mailbox made with [`Mailbox::new`].
+static PROCESS_BUDGET: QueueBudget = QueueBudget::new(QUEUED_BUDGET);
+
+/// A mailbox's accounting: its own bytes, and the budget they also count against.
+#[derive(Debug)]
+struct Queued {
+    bytes: AtomicUsize,
+    budget: &'static QueueBudget,
+}
+
+impl Queued {
+    fn release(&self, cost: usize) {
+        self.bytes.fetch_sub(cost, Relaxed);
+        self.budget.queued.fetch_sub(cost, Relaxed);
+    }
+}
+
+impl Drop for Queued {
+    /// What was never taken out goes back to the budget with the mailbox.
+    fn drop(&mut self) {
+        self.budget.queued.fetch_sub(*self.bytes.get_mut(), Relaxed);
+    }
+}
+
+impl Event {
+    /// What this event counts against the byte limits.
+    pub fn cost(&self) -> usize {
+        EVENT_OVERHEAD
+            + match self {
+                Event::Signal { frame, .. } | Event::Notice(frame) => frame.len(),
+                Event::Bounce { .. } | Event::Rejoin { .. } | Event::Replaced => 0,
+            }
+    }
+}
+
 /// The receiving end of a mailbox.
 ///
 /// A flume channel of boxed events: an idle user's mailbox is then about 200 bytes, where
 /// a tokio mpsc channel (cache-padded, with a first block of 32 slots allocated up front)
-/// costs about 800 (measured with `duet-bench idle`; see docs/benchmarks.md).
-pub type Inbox = flume::Receiver<Box<Event>>;
+/// costs about 800 (measured with `duet-bench idle`; see docs/benchmarks.md). Taking an
+/// event out gives its bytes back to the limits.
+#[derive(Debug)]
+pub struct Inbox {
+    rx: flume::Receiver<Box<Event>>,
+    queued: Arc<Queued>,
+}
+
+impl Inbox {
+    /// The next event, if one is waiting.
+    pub fn try_recv(&self) -> Result<Box<Event>, flume::TryRecvError> {
+        let event = self.rx.try_recv()?;
+        self.queued.release(event.cost());
+        Ok(event)
+    }
+
+    /// Waits for the next event; an error when every sender is gone.
+    pub async fn recv_async(&self) -> Result<Box<Event>, flume::RecvError> {
+        let event = self.rx.recv_async().await?;
+        self.queued.release(event.cost());
+        Ok(event)
+    }
+
+    /// Bytes waiting in this inbox.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.bytes.load(Relaxed)
+    }
+}
 
 /// The sending side of a session's bounded inbox, plus the means to disconnect a session
 /// that does not drain it.
@@ -55,6 +157,7 @@ pub struct Mailbox {
     tx: flume::Sender<Box<Event>>,
     /// Cancelled to disconnect the owner when it falls behind.
     kick: CancellationToken,
+    queued: Arc<Queued>,
 }
 
 /// Why a [`Mailbox::deliver`] failed.
@@ -67,22 +170,68 @@ pub enum DeliverError {
 }
 
 impl Mailbox {
-    /// A mailbox holding at most `capacity` undelivered events, and its receiving end.
+    /// A mailbox holding at most `capacity` undelivered events and [`MAX_QUEUED_BYTES`],
+    /// counted against the process's [`QUEUED_BUDGET`], and its receiving end.
     pub fn new(capacity: usize, kick: CancellationToken) -> (Mailbox, Inbox) {
-        let (tx, rx) = flume::bounded(capacity.max(1));
-        (Mailbox { tx, kick }, rx)
+        Mailbox::with_budget(capacity, kick, &PROCESS_BUDGET)
     }
 
-    /// Queues `event` without waiting. A full queue means the owner's client is not reading
-    /// fast enough: the owner is disconnected (slow consumer) rather than allowed to grow.
+    /// [`Mailbox::new`], counted against `budget`.
+    pub fn with_budget(
+        capacity: usize,
+        kick: CancellationToken,
+        budget: &'static QueueBudget,
+    ) -> (Mailbox, Inbox) {
+        let (tx, rx) = flume::bounded(capacity.max(1));
+        let queued = Arc::new(Queued {
+            bytes: AtomicUsize::new(0),
+            budget,
+        });
+        (
+            Mailbox {
+                tx,
+                kick,
+                queued: queued.clone(),
+            },
+            Inbox { rx, queued },
+        )
+    }
+
+    /// Queues `event` without waiting. A full queue (in places or in bytes) means the
+    /// owner's client is not reading fast enough: the owner is disconnected (slow
+    /// consumer) rather than allowed to grow. Over the process's budget, a delivery is
+    /// refused, and a backed-up owner disconnected.
     pub fn deliver(&self, event: Event) -> Result<(), DeliverError> {
+        let cost = event.cost();
+        let Queued { bytes, budget } = &*self.queued;
+        let mine = bytes.fetch_add(cost, Relaxed) + cost;
+        let total = budget.queued.fetch_add(cost, Relaxed) + cost;
+        let refuse = |kick: bool| {
+            self.queued.release(cost);
+            if kick {
+                self.kick.cancel();
+            }
+            Err(DeliverError::Full)
+        };
+        if mine > MAX_QUEUED_BYTES {
+            return refuse(true);
+        }
+        if total > budget.limit {
+            if mine > BACKLOG {
+                tracing::warn!(
+                    queued = total,
+                    "queued messages over the memory budget: disconnecting a slow receiver"
+                );
+            }
+            return refuse(mine > BACKLOG);
+        }
         match self.tx.try_send(Box::new(event)) {
             Ok(()) => Ok(()),
-            Err(flume::TrySendError::Full(_)) => {
-                self.kick.cancel();
-                Err(DeliverError::Full)
+            Err(flume::TrySendError::Full(_)) => refuse(true),
+            Err(flume::TrySendError::Disconnected(_)) => {
+                self.queued.release(cost);
+                Err(DeliverError::Gone)
             }
-            Err(flume::TrySendError::Disconnected(_)) => Err(DeliverError::Gone),
         }
     }
 
@@ -204,6 +353,73 @@ mod tests {
             bob_inbox.try_recv().map(|e| *e),
             Ok(Event::Notice(f)) if f.as_str() == presence_frame(&n("alice"), true)
         ));
+    }
+
+    fn big_signal(frame: &Utf8Bytes) -> Event {
+        Event::Signal {
+            from: n("alice"),
+            kind: SignalKind::Candidate,
+            reason: None,
+            frame: frame.clone(),
+        }
+    }
+
+    /// A client that does not read: its mailbox takes up to MAX_QUEUED_BYTES, then the
+    /// next delivery disconnects it; taking events out gives the bytes back.
+    #[test]
+    fn a_mailbox_holds_a_bounded_number_of_bytes() {
+        static BUDGET: QueueBudget = QueueBudget::new(QUEUED_BUDGET);
+        let frame = Utf8Bytes::from("x".repeat(60_000));
+        let kick = CancellationToken::new();
+        let (mailbox, inbox) = Mailbox::with_budget(1024, kick.clone(), &BUDGET);
+        let fits = MAX_QUEUED_BYTES / (60_000 + EVENT_OVERHEAD);
+        for _ in 0..fits {
+            assert_eq!(mailbox.deliver(big_signal(&frame)), Ok(()));
+        }
+        assert!(!kick.is_cancelled());
+        assert_eq!(mailbox.deliver(big_signal(&frame)), Err(DeliverError::Full));
+        assert!(kick.is_cancelled(), "the slow owner is disconnected");
+        assert_eq!(BUDGET.queued(), fits * (60_000 + EVENT_OVERHEAD));
+        while inbox.try_recv().is_ok() {}
+        assert_eq!((inbox.queued_bytes(), BUDGET.queued()), (0, 0));
+        // What is left in a dropped mailbox goes back to the budget too.
+        assert_eq!(mailbox.deliver(big_signal(&frame)), Ok(()));
+        drop((mailbox, inbox));
+        assert_eq!(BUDGET.queued(), 0);
+    }
+
+    /// Over the process's budget, the backed-up owners are disconnected and other
+    /// deliveries refused, while the budget holds.
+    #[test]
+    fn the_process_budget_drops_the_largest_queues() {
+        static BUDGET: QueueBudget = QueueBudget::new(2 * MAX_QUEUED_BYTES);
+        let frame = Utf8Bytes::from("x".repeat(60_000));
+        let mut slow = Vec::new();
+        // Two clients that never read fill the budget.
+        for _ in 0..2 {
+            let kick = CancellationToken::new();
+            let (mailbox, inbox) = Mailbox::with_budget(1024, kick.clone(), &BUDGET);
+            while mailbox.queued.bytes.load(Relaxed) + 60_000 + EVENT_OVERHEAD <= MAX_QUEUED_BYTES {
+                assert_eq!(mailbox.deliver(big_signal(&frame)), Ok(()));
+            }
+            slow.push((mailbox, inbox, kick));
+        }
+        // A third fills up to its backlog, then is refused without being disconnected.
+        let kick = CancellationToken::new();
+        let (fresh, _fresh_inbox) = Mailbox::with_budget(1024, kick.clone(), &BUDGET);
+        let mut refused = 0;
+        for _ in 0..4 {
+            if fresh.deliver(big_signal(&frame)).is_err() {
+                refused += 1;
+            }
+        }
+        assert!(refused > 0, "deliveries over the budget are refused");
+        assert!(!kick.is_cancelled(), "a short queue is not disconnected");
+        assert!(BUDGET.queued() <= 2 * MAX_QUEUED_BYTES);
+        // A backed-up owner receiving more is disconnected.
+        let (mailbox, _inbox, kick) = &slow[0];
+        assert_eq!(mailbox.deliver(big_signal(&frame)), Err(DeliverError::Full));
+        assert!(kick.is_cancelled());
     }
 
     #[test]

@@ -23,6 +23,8 @@ use crate::registry::{ClaimError, Event, Inbox, Mailbox, SendError, TakeOver};
 /// Events taken from the inbox in one go before the socket is flushed: batches writes under
 /// load without letting one busy sender starve the client's own frames for long.
 const INBOX_BATCH: usize = 256;
+/// ... and at most about this many bytes of them.
+const INBOX_BATCH_BYTES: usize = 256 << 10;
 
 /// A logged-in session's identity and call.
 pub(super) struct User {
@@ -494,10 +496,19 @@ impl Session {
         let (Some(first), Some(mut user)) = (first, self.user.take()) else {
             return;
         };
+        let mut taken = first.cost();
         self.on_event(&mut user, *first).await;
         for _ in 1..INBOX_BATCH {
+            // Bounded in bytes too: what waits for a slow socket's write should stay in
+            // the mailbox, where the byte limits see it.
+            if taken >= INBOX_BATCH_BYTES {
+                break;
+            }
             match user.inbox.try_recv() {
-                Ok(event) => self.on_event(&mut user, *event).await,
+                Ok(event) => {
+                    taken += event.cost();
+                    self.on_event(&mut user, *event).await;
+                }
                 Err(_) => break,
             }
         }
