@@ -346,9 +346,24 @@ impl IceConfig {
     /// `new RTCPeerConnection({iceServers})`. Minted per login, so TURN
     /// credentials expire `--turn-ttl` after the user logged in.
     pub fn servers_for(&self, name: &Name) -> Value {
+        self.servers_until(name, None)
+    }
+
+    /// [`servers_for`](Self::servers_for), with TURN credentials that expire by `until`
+    /// (Unix seconds) if that is sooner than `--turn-ttl`: a signed-in session's end.
+    pub fn servers_until(&self, name: &Name, until: Option<u64>) -> Value {
+        let now = SystemTime::now();
+        let ttl = match until {
+            Some(until) => {
+                let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                self.turn_ttl
+                    .min(Duration::from_secs(until.saturating_sub(now_secs)))
+            }
+            None => self.turn_ttl,
+        };
         // Serializing plain strings cannot fail; an empty list (no TURN)
         // is still a working configuration on one LAN.
-        serde_json::to_value(self.ice_servers(name.as_str(), SystemTime::now()))
+        serde_json::to_value(self.ice_servers_with(name.as_str(), now, ttl))
             .unwrap_or_else(|_| Value::Array(Vec::new()))
     }
 
@@ -356,6 +371,11 @@ impl IceConfig {
     /// TURN username (and so in TURN server logs, and the embedded server's
     /// per-user quota is keyed on it).
     pub fn ice_servers(&self, name: &str, now: SystemTime) -> Vec<IceServer> {
+        self.ice_servers_with(name, now, self.turn_ttl)
+    }
+
+    /// [`ice_servers`](Self::ice_servers) with TURN credentials valid for `ttl`.
+    fn ice_servers_with(&self, name: &str, now: SystemTime, ttl: Duration) -> Vec<IceServer> {
         let mut servers = Vec::with_capacity(2);
         if !self.stun.is_empty() {
             servers.push(IceServer {
@@ -370,7 +390,7 @@ impl IceConfig {
             if let Some(TurnCredentials {
                 username,
                 credential,
-            }) = self.turn_auth().credentials_for(name, self.turn_ttl, now)
+            }) = self.turn_auth().credentials_for(name, ttl, now)
             {
                 servers.push(IceServer {
                     urls: self.turn.clone(),

@@ -99,11 +99,6 @@ impl Name {
     pub fn key(&self) -> &str {
         &self.0.key
     }
-
-    /// Whether this is the very spelling of `other`, not only a look-alike.
-    pub fn same_spelling(&self, other: &Name) -> bool {
-        self.0.shown == other.0.shown
-    }
 }
 
 impl fmt::Display for Name {

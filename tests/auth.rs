@@ -50,7 +50,8 @@ async fn request(
     );
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+    // argon2 is slow in a debug build on a busy machine: a long wait, not a measurement.
+    tokio::time::timeout(WAIT * 6, stream.read_to_string(&mut response))
         .await
         .expect("http timeout")
         .expect("read");
@@ -451,4 +452,42 @@ async fn a_public_key_accepts_its_algorithm_only() {
     dana.close().await;
     server.shutdown().await.expect("shutdown");
     let _ = std::fs::remove_file(public);
+}
+
+/// A token's TURN credentials expire with the token (the REST username is
+/// `<expiry>:<name>`), not `--turn-ttl` (24 h) later.
+#[tokio::test]
+async fn turn_credentials_end_with_the_token() {
+    let mut server = Server::start(|c| {
+        c.auth.jwt_secret = Some(SECRET.into());
+        c.ice.turn = vec!["turn:127.0.0.1:3478?transport=udp".into()];
+        c.ice.turn_secret = Some("turn secret".into());
+    })
+    .await;
+    let exp = now() + 600;
+    let token = hs256(
+        &serde_json::json!({"sub": "erin", "exp": exp}),
+        SECRET.as_bytes(),
+    );
+    let mut erin = with_token(server.addr, &token).await.expect("accepted");
+    let reply = erin.recv_type("login").await;
+    let turn = reply["iceServers"]
+        .as_array()
+        .and_then(|servers| servers.iter().find(|s| s["username"].is_string()))
+        .unwrap_or_else(|| panic!("no TURN server in {reply}"));
+    let username = turn["username"].as_str().unwrap_or_default();
+    let expiry: i64 = username
+        .split_once(':')
+        .and_then(|(e, _)| e.parse().ok())
+        .unwrap_or_else(|| panic!("not a REST username: {username}"));
+    assert!(
+        expiry <= exp,
+        "TURN expiry {expiry} after the token's {exp}"
+    );
+    assert!(
+        expiry >= exp - 60,
+        "TURN expiry {expiry} far before the token's {exp}"
+    );
+    erin.close().await;
+    server.shutdown().await.expect("shutdown");
 }

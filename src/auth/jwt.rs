@@ -34,12 +34,18 @@ pub struct Identity {
     pub sub: String,
     /// The name to log in with: `name`, else `sub`.
     pub name: String,
+    /// `exp`, in Unix seconds: TURN credentials handed to this user expire by then.
+    pub expires: u64,
 }
 
 /// The claims duet reads. `exp`/`nbf` are checked by `jsonwebtoken` (their type too).
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    /// Checked (present, a number, not past) by `jsonwebtoken` before this is read.
+    /// (Read as any JSON so that its type error is `jsonwebtoken`'s clearer one.)
+    #[serde(default)]
+    exp: Option<serde_json::Value>,
     #[serde(default)]
     name: Option<String>,
 }
@@ -94,6 +100,10 @@ impl Jwt {
         Ok(Identity {
             sub: claims.sub,
             name,
+            expires: claims
+                .exp
+                .and_then(|exp| exp.as_u64().or_else(|| exp.as_f64().map(|f| f as u64)))
+                .unwrap_or(0),
         })
     }
 

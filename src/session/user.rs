@@ -294,7 +294,9 @@ impl Session {
 
     async fn login_reply(&mut self, name: &Name, resume: ResumeReply<'_>) {
         let roster = self.ctx.registry.roster(name).await;
-        let ice = self.ctx.ice.servers_for(name);
+        // A token's TURN credentials end with the token.
+        let until = self.identity.as_ref().map(|identity| identity.expires);
+        let ice = self.ctx.ice.servers_until(name, until);
         self.push(protocol::login_ok_frame(
             name,
             &ice,
