@@ -370,6 +370,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether the abuse limits are on: `--rate-limit 0` turns off the message rate limit
+    /// and with it the limits on logins per address and on calls started and rung.
+    pub fn limits_on(&self) -> bool {
+        self.rate_limit > 0.0
+    }
+
     /// Rejects settings that parse but cannot work, with a message naming the option.
     pub fn validate(&self) -> anyhow::Result<()> {
         use anyhow::bail;

@@ -209,7 +209,7 @@ where
     info!(id, addr = %shown(addr), "connected");
     let session = Session {
         rate: RateLimit::new(ctx.config.rate_limit, ctx.config.rate_burst, Instant::now()),
-        calls: CallLimits::new(ctx.config.rate_limit > 0.0, Instant::now()),
+        calls: CallLimits::new(ctx.config.limits_on(), Instant::now()),
         ip: addr.ip(),
         id,
         user: None,
@@ -250,7 +250,7 @@ pub async fn restore(ctx: Arc<Context>, id: u64, row: store::Row) -> Option<Rest
     info!(id, name = %shown(&row.name), "holding a name from the last run");
     let session = Session {
         rate: RateLimit::new(ctx.config.rate_limit, ctx.config.rate_burst, Instant::now()),
-        calls: CallLimits::new(ctx.config.rate_limit > 0.0, Instant::now()),
+        calls: CallLimits::new(ctx.config.limits_on(), Instant::now()),
         // Not a connection: no address of its own; a resume takes it over on a new one.
         ip: IpAddr::from([0, 0, 0, 0]),
         id,

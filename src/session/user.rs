@@ -130,7 +130,7 @@ impl Session {
                 return;
             }
         };
-        if self.ctx.config.rate_limit > 0.0 && !self.ctx.logins.allow(self.ip) {
+        if self.ctx.config.limits_on() && !self.ctx.logins.allow(self.ip) {
             info!(id = self.id, addr = %shown(self.ip), "login refused: too many logins from this address");
             self.login_failed(
                 ErrorCode::RateLimited,
