@@ -1,8 +1,9 @@
 #!/bin/sh
 # Browser end-to-end tests of the duet web client, plus unit tests of its pure
 # modules. Installs what is missing (npm deps from the lockfile, Debian's
-# chromium and redis-server), builds duet unless DUET_BIN is given, then runs everything in a
-# fresh network namespace that has only loopback (needs root).
+# chromium, firefox-esr and redis-server, geckodriver from crates.io), builds duet
+# unless DUET_BIN is given, then runs everything in a fresh network namespace that has
+# only loopback (needs root).
 #
 #   sh e2e/run.sh                 # everything
 #   sh e2e/run.sh calls.test.js   # some files (paths relative to e2e/)
@@ -27,6 +28,21 @@ if [ ! -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 fi
 
+# firefox.test.js: Debian's firefox-esr, driven through geckodriver (Mozilla's WebDriver
+# server). Debian does not package geckodriver; crates.io has Mozilla's own releases, so it
+# is built from there, once per machine (18 min measured with -j1 on a busy two-core machine).
+if [ ! -x /usr/bin/firefox-esr ]; then
+  echo "run.sh: installing Debian's firefox-esr"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends firefox-esr
+fi
+PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+export PATH
+if ! command -v geckodriver >/dev/null 2>&1; then
+  echo "run.sh: installing geckodriver from crates.io (cargo install)"
+  cargo install geckodriver --version 0.37.1 --locked
+fi
+
 # resume.test.js runs a two-node cluster on a real Redis.
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "run.sh: installing Debian's redis-server"
@@ -44,7 +60,7 @@ mkdir -p artifacts
 if [ "$#" -gt 0 ]; then
   TESTS="$*"
 else
-  TESTS="unit/*.test.js embedded.test.js calls.test.js reconnect.test.js resume.test.js turn.test.js tls.test.js proxy.test.js auth.test.js"
+  TESTS="unit/*.test.js embedded.test.js calls.test.js reconnect.test.js resume.test.js turn.test.js tls.test.js proxy.test.js auth.test.js firefox.test.js"
 fi
 
 # Only loopback: nothing a test does can reach (or wait for) another host.

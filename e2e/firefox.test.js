@@ -1,0 +1,140 @@
+// Firefox <-> Chromium: Debian's firefox-esr (through geckodriver, lib/firefox.js) with
+// Firefox's fake camera and microphone calls Debian's chromium and is called by it, on
+// the real duet binary. Firefox has its own WebRTC stack (its own ICE, SDP and codecs),
+// so this is the test that the client and the server do not lean on Chromium's ways.
+// Media must be decoded on both sides, both directions. The tests run in order and
+// share the two users.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { DuetServer } from './lib/server.js';
+import {
+  acceptIncoming,
+  assertRemoteVideoPlays,
+  closeUser,
+  dial,
+  inboundVideo,
+  launchBrowser,
+  login,
+  openUser,
+  screenshotPath,
+  state,
+  waitCallState,
+  waitFirstFrame,
+  waitStatus,
+} from './lib/browser.js';
+import { closeFirefoxUser, geckodriverVersion, openFirefoxUser } from './lib/firefox.js';
+
+let server;
+let browser;
+/** The user in Firefox. */
+let fox;
+/** The user in Chromium. */
+let chrome;
+const timings = {};
+
+before(async () => {
+  server = await new DuetServer().start();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  for (const u of [fox, chrome]) {
+    if (u && process.env.E2E_VERBOSE) console.log(`--- console of ${u.name}\n${u.consoleLines.join('\n')}`);
+  }
+  await closeFirefoxUser(fox);
+  await closeUser(chrome);
+  await browser?.close();
+  await server?.stop();
+});
+
+/** Received audio of the page's call: packets and, where the browser counts it, samples. */
+function inboundAudio(page) {
+  return page.evaluate(async () => {
+    const pc = window.duet.state.pc;
+    if (!pc) return null;
+    for (const s of (await pc.getStats()).values()) {
+      if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+        return { packets: s.packetsReceived ?? 0, samples: s.totalSamplesReceived ?? 0 };
+      }
+    }
+    return { packets: 0, samples: 0 };
+  });
+}
+
+/** Remote video plays (size, time advancing), its decoded frames and received audio grow. */
+async function assertMediaFlows(user) {
+  const v = await assertRemoteVideoPlays(user.page);
+  assert.ok(v.w > 0 && v.h > 0, `${user.name}: remote video has no size`);
+  const [v1, a1] = [await inboundVideo(user.page), await inboundAudio(user.page)];
+  await sleep(1000);
+  const [v2, a2] = [await inboundVideo(user.page), await inboundAudio(user.page)];
+  assert.ok(v2.framesDecoded > v1.framesDecoded, `${user.name}: framesDecoded did not grow (${v1.framesDecoded} -> ${v2.framesDecoded})`);
+  assert.ok(a2.packets > a1.packets, `${user.name}: no audio received (${a1.packets} -> ${a2.packets} packets)`);
+  if (a1.samples > 0) assert.ok(a2.samples > a1.samples, `${user.name}: audio samples did not grow`);
+  return { width: v.w, height: v.h, framesInOneSecond: v2.framesDecoded - v1.framesDecoded };
+}
+
+/** Idle again: no peer connection, no remote video, can call. */
+async function assertIdle(user) {
+  await waitCallState(user.page, 'idle');
+  const s = await state(user.page);
+  assert.equal(s.hasPc, false, `${user.name} still has a peer connection`);
+  assert.equal(await user.page.evaluate(() => document.querySelector('#remoteVideo').srcObject), null, `${user.name}'s remote video was not cleared`);
+  assert.equal(await user.page.isEnabled('#callBtn'), true, `${user.name} cannot call again`);
+}
+
+/**
+ * `caller` calls `callee`, who accepts; both decode the other's video and audio; `caller`
+ * hangs up. Returns the time from pressing Call to the first decoded remote frame on
+ * each side (measured, not asserted).
+ */
+async function callBothWays(caller, callee) {
+  const t0 = Date.now();
+  await dial(caller.page, callee.name);
+  await acceptIncoming(callee.page, caller.name);
+  const [a, b] = await Promise.all([waitFirstFrame(caller.page), waitFirstFrame(callee.page)]);
+  await Promise.all([waitCallState(caller.page, 'connected'), waitCallState(callee.page, 'connected')]);
+  await waitStatus(caller.page, new RegExp(`in a call with ${callee.name}`));
+  await waitStatus(callee.page, new RegExp(`in a call with ${caller.name}`));
+  const seen = { [caller.name]: await assertMediaFlows(caller), [callee.name]: await assertMediaFlows(callee) };
+  await caller.page.screenshot({ path: screenshotPath(`firefox-call-${caller.name}-calls-${callee.name}-${caller.name}.png`) });
+  await callee.page.screenshot({ path: screenshotPath(`firefox-call-${caller.name}-calls-${callee.name}-${callee.name}.png`) });
+
+  await caller.page.click('#hangUpBtn');
+  await assertIdle(caller);
+  await assertIdle(callee);
+  await waitStatus(callee.page, new RegExp(`${caller.name} hung up`));
+  return { callerMs: a - t0, calleeMs: b - t0, seen };
+}
+
+test('Firefox and Chromium sign in and see each other online', async (t) => {
+  fox = await login(await openFirefoxUser(server.baseUrl), 'firefox');
+  chrome = await login(await openUser(browser, server.baseUrl), 'chromium');
+  await fox.page.waitForSelector('#userList button[data-name="chromium"]');
+  await chrome.page.waitForSelector('#userList button[data-name="firefox"]');
+  assert.match(await fox.page.textContent('#whoami'), /firefox/);
+  timings.firefox = `${fox.browserName} ${fox.browserVersion}`;
+  timings.geckodriver = await geckodriverVersion();
+  timings.chromium = browser.version();
+  t.diagnostic(`Firefox ${fox.browserVersion}, ${timings.geckodriver}, Chromium ${timings.chromium}`);
+});
+
+test('Firefox calls Chromium: video and audio decoded on both sides, then Firefox hangs up', async (t) => {
+  const r = await callBothWays(fox, chrome);
+  timings.firefoxCallsChromium = r;
+  const line = `Firefox calls Chromium -> first decoded remote frame: Firefox (caller) ${r.callerMs} ms, Chromium (callee) ${r.calleeMs} ms`;
+  t.diagnostic(line);
+  console.log(`TIMING ${line}`);
+});
+
+test('Chromium calls Firefox: video and audio decoded on both sides, then Chromium hangs up', async (t) => {
+  const r = await callBothWays(chrome, fox);
+  timings.chromiumCallsFirefox = r;
+  const line = `Chromium calls Firefox -> first decoded remote frame: Chromium (caller) ${r.callerMs} ms, Firefox (callee) ${r.calleeMs} ms`;
+  t.diagnostic(line);
+  console.log(`TIMING ${line}`);
+  writeFileSync(screenshotPath('firefox-timing.json'), JSON.stringify(timings, null, 2));
+});
