@@ -77,6 +77,12 @@ async function assertMediaFlows(user) {
   return { width: v.w, height: v.h, framesInOneSecond: v2.framesDecoded - v1.framesDecoded };
 }
 
+/** The incoming-call panel of `callee` shows who calls (no Accept). */
+async function showsIncoming(callee, caller) {
+  await callee.page.waitForSelector('#incomingPanel:not([hidden])');
+  assert.equal(await callee.page.textContent('#incomingText'), `${caller.name} is calling`);
+}
+
 /** Idle again: no peer connection, no remote video, can call. */
 async function assertIdle(user) {
   await waitCallState(user.page, 'idle');
@@ -110,9 +116,19 @@ async function callBothWays(caller, callee) {
   return { callerMs: a - t0, calleeMs: b - t0, seen };
 }
 
-test('Firefox and Chromium sign in and see each other online', async (t) => {
-  fox = await login(await openFirefoxUser(server.baseUrl), 'firefox');
+test('Firefox: a name in use is refused in the page, then Firefox and Chromium sign in and see each other', async (t) => {
   chrome = await login(await openUser(browser, server.baseUrl), 'chromium');
+  fox = await openFirefoxUser(server.baseUrl);
+  await fox.page.waitForFunction(() => window.duet?.state.signaling === 'open');
+  await fox.page.fill('#usernameInput', 'chromium');
+  await fox.page.click('#loginBtn');
+  await fox.page.waitForFunction(() => /in use|taken/i.test(document.querySelector('#loginStatus').textContent), null, { timeout: 10_000 });
+  assert.equal(await fox.page.evaluate(() => document.querySelector('#callPage').hidden), true, 'Firefox took a name in use');
+  // A blank name is refused before it reaches the server.
+  await fox.page.fill('#usernameInput', '   ');
+  await fox.page.click('#loginBtn');
+  await fox.page.waitForFunction(() => /type a name/i.test(document.querySelector('#loginStatus').textContent), null, { timeout: 10_000 });
+  await login(fox, 'firefox');
   await fox.page.waitForSelector('#userList button[data-name="chromium"]');
   await chrome.page.waitForSelector('#userList button[data-name="firefox"]');
   assert.match(await fox.page.textContent('#whoami'), /firefox/);
@@ -137,4 +153,40 @@ test('Chromium calls Firefox: video and audio decoded on both sides, then Chromi
   t.diagnostic(line);
   console.log(`TIMING ${line}`);
   writeFileSync(screenshotPath('firefox-timing.json'), JSON.stringify(timings, null, 2));
+});
+
+test('decline, both ways: the caller is told', async () => {
+  for (const [caller, callee] of [
+    [fox, chrome],
+    [chrome, fox],
+  ]) {
+    await dial(caller.page, callee.name);
+    await showsIncoming(callee, caller);
+    await waitStatus(caller.page, new RegExp(`ringing ${callee.name}`));
+    await callee.page.click('#declineBtn');
+    await waitStatus(caller.page, new RegExp(`${callee.name} declined`));
+    await waitStatus(callee.page, /you declined/);
+    await assertIdle(caller);
+    await assertIdle(callee);
+  }
+});
+
+test('busy: a third user calling Firefox in a call is told, and the call goes on', async () => {
+  const carol = await login(await openUser(browser, server.baseUrl), 'carol');
+  try {
+    await dial(fox.page, chrome.name);
+    await acceptIncoming(chrome.page, fox.name);
+    await Promise.all([waitCallState(fox.page, 'connected'), waitCallState(chrome.page, 'connected')]);
+    await dial(carol.page, fox.name);
+    await waitStatus(carol.page, /firefox is busy/);
+    await assertIdle(carol);
+    assert.equal((await state(fox.page)).call, 'connected');
+    assert.equal((await state(chrome.page)).call, 'connected');
+    await assertMediaFlows(fox);
+    await fox.page.click('#hangUpBtn');
+    await assertIdle(fox);
+    await assertIdle(chrome);
+  } finally {
+    await closeUser(carol);
+  }
 });
