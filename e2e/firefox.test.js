@@ -190,3 +190,12 @@ test('busy: a third user calling Firefox in a call is told, and the call goes on
     await closeUser(carol);
   }
 });
+
+test('no page threw an uncaught error or used alert()', () => {
+  // Firefox writes uncaught errors and unhandled rejections of a page as
+  // "JavaScript error: <page URL>, line N: ..." (the browser's own are not on our origin).
+  const foxErrors = fox.consoleLines.filter((l) => l.startsWith(`JavaScript error: ${server.baseUrl}`));
+  assert.deepEqual(foxErrors, [], "Firefox's page");
+  const chromeErrors = chrome.consoleLines.filter((l) => l.startsWith('pageerror:') || l.startsWith('dialog:'));
+  assert.deepEqual(chromeErrors, [], "Chromium's page");
+});
