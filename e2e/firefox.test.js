@@ -191,6 +191,27 @@ test('busy: a third user calling Firefox in a call is told, and the call goes on
   }
 });
 
+test('Firefox reloads mid-call: it re-joins without the sign-in form or Accept, media decoded on both sides again', async (t) => {
+  await dial(chrome.page, fox.name);
+  await acceptIncoming(fox.page, chrome.name);
+  await Promise.all([waitFirstFrame(fox.page), waitFirstFrame(chrome.page)]);
+  const t0 = Date.now();
+  await fox.page.reload();
+  const loaded = Date.now();
+  assert.equal(await fox.page.evaluate(() => document.querySelector('#loginPage').hidden), true, 'the reloaded page asks for the name');
+  const framesAt = await waitFirstFrame(fox.page);
+  await Promise.all([waitCallState(fox.page, 'connected'), waitCallState(chrome.page, 'connected')]);
+  await assertMediaFlows(fox);
+  await assertMediaFlows(chrome);
+  assert.match(await fox.page.textContent('#whoami'), /firefox/);
+  const line = `Firefox reload mid-call -> Firefox decodes again ${framesAt - loaded} ms after the page loaded (${framesAt - t0} ms after the reload began)`;
+  t.diagnostic(line);
+  console.log(`TIMING ${line}`);
+  await chrome.page.click('#hangUpBtn');
+  await assertIdle(chrome);
+  await assertIdle(fox);
+});
+
 test('no page threw an uncaught error or used alert()', () => {
   // Firefox writes uncaught errors and unhandled rejections of a page as
   // "JavaScript error: <page URL>, line N: ..." (the browser's own are not on our origin).
