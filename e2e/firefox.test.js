@@ -15,10 +15,12 @@ import {
   assertRemoteVideoPlays,
   closeUser,
   dial,
+  inboundAudioEnergy,
   inboundVideo,
   launchBrowser,
   login,
   openUser,
+  remoteBrightness,
   screenshotPath,
   state,
   waitCallState,
@@ -210,6 +212,55 @@ test('Firefox reloads mid-call: it re-joins without the sign-in form or Accept, 
   await chrome.page.click('#hangUpBtn');
   await assertIdle(chrome);
   await assertIdle(fox);
+});
+
+test("Firefox's mute and camera off reach Chromium (silence, black frames), and back on", async () => {
+  const brightness = () => remoteBrightness(chrome.page);
+  const energyGrowth = async () => {
+    const a = await inboundAudioEnergy(chrome.page);
+    await sleep(1500);
+    return (await inboundAudioEnergy(chrome.page)) - a;
+  };
+  await dial(fox.page, chrome.name);
+  await acceptIncoming(chrome.page, fox.name);
+  await Promise.all([waitFirstFrame(fox.page), waitFirstFrame(chrome.page)]);
+  await assertRemoteVideoPlays(chrome.page);
+  assert.ok((await energyGrowth()) > 0, 'Chromium hears nothing from Firefox before muting');
+  assert.ok((await brightness()) > 20, 'Chromium sees a dark picture before camera off');
+
+  await fox.page.click('#muteBtn');
+  await fox.page.click('#cameraBtn');
+  assert.equal(await fox.page.getAttribute('#muteBtn', 'aria-pressed'), 'true');
+  assert.equal(await fox.page.getAttribute('#cameraBtn', 'aria-pressed'), 'true');
+  await sleep(500);
+  const muted = await energyGrowth();
+  assert.ok(muted < 1e-4, `Chromium still hears Firefox while muted (${muted})`);
+  await chrome.page.waitForFunction(
+    () => {
+      const v = document.querySelector('#remoteVideo');
+      const c = document.createElement('canvas');
+      c.width = 32;
+      c.height = 24;
+      const g = c.getContext('2d');
+      g.drawImage(v, 0, 0, 32, 24);
+      const d = g.getImageData(0, 0, 32, 24).data;
+      let sum = 0;
+      for (let i = 0; i < d.length; i += 4) sum += d[i] + d[i + 1] + d[i + 2];
+      return sum / (d.length / 4) / 3 < 5;
+    },
+    null,
+    { timeout: 5000 },
+  );
+
+  await fox.page.click('#muteBtn');
+  await fox.page.click('#cameraBtn');
+  const deadline = Date.now() + 5000;
+  while ((await brightness()) <= 20 && Date.now() < deadline) await sleep(100);
+  assert.ok((await brightness()) > 20, 'Chromium still sees black after camera on');
+  assert.ok((await energyGrowth()) > 0, 'Chromium hears nothing after unmute');
+  await fox.page.click('#hangUpBtn');
+  await assertIdle(fox);
+  await assertIdle(chrome);
 });
 
 test('no page threw an uncaught error or used alert()', () => {
