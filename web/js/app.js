@@ -49,6 +49,8 @@ export class App {
   #options;
   #log;
   #store;
+  /** Ringtone, ringback, notification (ringing.js); a silent stand-in under Node. */
+  #ringing;
 
   /** Our name once logged in (kept across reconnects, and across a reload by the store). */
   #name = null;
@@ -80,6 +82,8 @@ export class App {
   /** The user pressed Sign in while the server was out of reach (the retry texts keep saying so). */
   #triedOffline = false;
   #reloginAttempt = 0;
+  /** The user signed out: the next socket's open is not news worth a status line. */
+  #signedOut = false;
   #reloginTimer = null;
   #iceServers = [];
   #users = new Set();
@@ -99,8 +103,9 @@ export class App {
    */
   #attempt = null;
 
-  constructor({ signaling, ui, openMedia, options = {}, store = new SessionStore(null), log = console.debug.bind(console) }) {
+  constructor({ signaling, ui, openMedia, options = {}, store = new SessionStore(null), ringing = SILENT, log = console.debug.bind(console) }) {
     this.#signaling = signaling;
+    this.#ringing = ringing;
     this.#ui = ui;
     this.#openMedia = openMedia;
     this.#options = options;
@@ -115,6 +120,7 @@ export class App {
       hangup: () => this.hangUp(),
       toggleMic: () => this.toggleMic(),
       toggleCamera: () => this.toggleCamera(),
+      signOut: () => this.signOut(),
     });
     signaling.addEventListener('open', (e) => this.#onSignalingOpen(e.detail));
     signaling.addEventListener('down', (e) => this.#onSignalingDown(e.detail));
@@ -142,6 +148,7 @@ export class App {
       peerAway: c ? c.peerAway : false,
       mediaLost: c?.recovery?.lost ?? false,
       replaced: this.#replaced,
+      ringing: this.#ringing.state,
       ...this.#counts,
     });
   }
@@ -179,6 +186,8 @@ export class App {
       this.#ui.setLoginStatus('Not connected to the server yet; retrying, try again in a moment.', 'error');
       return;
     }
+    // A user gesture: the moment to let the ringtone play and ask to notify.
+    this.#ringing.unlock();
     this.#pendingLogin = checked.name;
     this.#ui.setLoginBusy(true);
     this.#ui.setLoginStatus('Signing in…', 'info');
@@ -238,6 +247,30 @@ export class App {
     }
   }
 
+  /**
+   * Give the name up: end any call, close the socket normally (1000: the server frees the
+   * name at once instead of holding it for a resume), forget the session, and start over.
+   */
+  signOut() {
+    const name = this.#name;
+    if (!name) return;
+    if (this.#attempt) this.hangUp();
+    clearTimeout(this.#reloginTimer);
+    this.#name = null;
+    this.#token = null;
+    this.#previousToken = null;
+    this.#savedCall = null;
+    this.#pendingLeave = null;
+    this.#pendingLogin = null;
+    this.#store.clear();
+    this.#setUsers([], false);
+    this.#signedOut = true;
+    this.#signaling.stop();
+    this.#signaling.start();
+    this.#ui.showLogin(name);
+    this.#ui.setLoginStatus(`Signed out. Sign in again to take calls.`, 'ok');
+  }
+
   toggleMic() {
     this.#micMuted = !this.#micMuted;
     this.#applyToggles();
@@ -258,7 +291,8 @@ export class App {
     } else {
       this.#triedOffline = false;
       this.#ui.setConnection('Connected', 'ok');
-      if (reconnect) this.#ui.setLoginStatus('Reconnected to the server.', 'ok');
+      if (reconnect && !this.#signedOut) this.#ui.setLoginStatus('Reconnected to the server.', 'ok');
+      this.#signedOut = false;
     }
   }
 
@@ -330,6 +364,7 @@ export class App {
         // The callee has our offer and is being asked; until now we only knew we dialled.
         if (this.#attempt?.peer === m.name && this.#attempt.state === CallState.OUTGOING) {
           this.#ui.setCallStatus(`Ringing ${m.name}…`, 'info');
+          this.#ringing.ringback();
         }
         return;
       case 'leave':
@@ -710,7 +745,7 @@ export class App {
     });
     this.#wirePeerCall(attempt);
     this.#attempt = attempt;
-    this.#ui.setCallState(state, peer);
+    this.#showState(state, peer);
     if (state === CallState.CONNECTING) this.#startConnectTimer(attempt);
     return attempt;
   }
@@ -804,7 +839,14 @@ export class App {
     attempt.state = state;
     // Attempts only move forward, so this timer starts at most once per attempt.
     if (state === CallState.CONNECTING) this.#startConnectTimer(attempt);
-    this.#ui.setCallState(state, attempt.peer);
+    this.#showState(state, attempt.peer);
+  }
+
+  /** Every change of call state goes to the page and to the ringing. */
+  #showState(state, peer = null) {
+    if (state === CallState.INCOMING) this.#ringing.incoming(peer);
+    else if (state !== CallState.OUTGOING) this.#ringing.stop();
+    this.#ui.setCallState(state, peer);
   }
 
   #startConnectTimer(attempt) {
@@ -891,7 +933,7 @@ export class App {
     this.#ui.setRemoteStream(null);
     this.#ui.setTimer(null);
     this.#ui.setStats(null);
-    this.#ui.setCallState(CallState.IDLE);
+    this.#showState(CallState.IDLE);
     this.#ui.setCallStatus(text, kind);
   }
 
@@ -925,6 +967,9 @@ export class App {
     else this.#ui.setLoginStatus(text, 'error');
   }
 }
+
+/** No sound, no notification: for tests under Node and pages without Web Audio. */
+const SILENT = Object.freeze({ unlock() {}, incoming() {}, ringback() {}, stop() {}, state: null });
 
 function byName(a, b) {
   return a.localeCompare(b);

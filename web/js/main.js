@@ -4,6 +4,7 @@ import { App } from './app.js';
 import { signInGate } from './auth.js';
 import { openLocalMedia } from './media.js';
 import { pageOptions, signalingUrl } from './protocol.js';
+import { Ringing } from './ringing.js';
 import { SessionStore } from './session-store.js';
 import { Signaling } from './signaling.js';
 import { createUi } from './ui.js';
@@ -16,6 +17,7 @@ const app = new App({
   openMedia: () => openLocalMedia(navigator.mediaDevices),
   options: pageOptions(window.location.search),
   store: new SessionStore(storageOrNull()),
+  ringing: new Ringing(window),
 });
 
 /** This tab's sessionStorage, or null where it is unavailable (it can throw on access). */

@@ -3,6 +3,11 @@
 // Every name or server text goes in with textContent, never innerHTML.
 
 import { CallState } from './call-state.js';
+import { makeDraggable } from './selfview.js';
+import { shortcutFor } from './shortcuts.js';
+
+/** In a call, the controls fade after this long without a pointer move or key. */
+const CONTROLS_IDLE_MS = 3000;
 
 /**
  * How the page shows each of the controller's call states: the line over the
@@ -10,9 +15,10 @@ import { CallState } from './call-state.js';
  */
 const SHOWN = Object.freeze({
   [CallState.IDLE]: { label: () => 'No one on the line', dial: true, hangUp: null, incoming: false },
-  [CallState.OUTGOING]: { label: (peer) => `Calling ${peer}…`, dial: false, hangUp: 'Cancel', incoming: false },
+  // The status line says "Calling…"/"Ringing…"; the picture shows only who.
+  [CallState.OUTGOING]: { label: (peer) => peer ?? '', dial: false, hangUp: 'Cancel', incoming: false },
   [CallState.INCOMING]: { label: () => '', dial: false, hangUp: null, incoming: true },
-  [CallState.CONNECTING]: { label: (peer) => `Connecting to ${peer}…`, dial: false, hangUp: 'Hang up', incoming: false },
+  [CallState.CONNECTING]: { label: (peer) => peer ?? '', dial: false, hangUp: 'Hang up', incoming: false },
   [CallState.CONNECTED]: { label: (peer) => peer ?? '', dial: false, hangUp: 'Hang up', incoming: false },
 });
 
@@ -31,6 +37,12 @@ export function createUi(doc = document) {
     whoami: $('whoami'),
     connection: $('connection'),
     callPage: $('callPage'),
+    lobbyView: $('lobbyView'),
+    callView: $('callView'),
+    signOutBtn: $('signOutBtn'),
+    remoteInitials: $('remoteInitials'),
+    hangUpLabel: $('hangUpLabel'),
+    hangUpConfirm: $('hangUpConfirm'),
     localVideo: $('localVideo'),
     remoteVideo: $('remoteVideo'),
     remotePlaceholder: $('remotePlaceholder'),
@@ -71,6 +83,58 @@ export function createUi(doc = document) {
   el.hangUpBtn.addEventListener('click', () => call('hangup'));
   el.muteBtn.addEventListener('click', () => call('toggleMic'));
   el.cameraBtn.addEventListener('click', () => call('toggleCamera'));
+  el.signOutBtn.addEventListener('click', () => call('signOut'));
+  el.hangUpConfirm.addEventListener('close', () => {
+    if (el.hangUpConfirm.returnValue === 'hangup') call('hangup');
+    else if (callState !== CallState.IDLE) el.hangUpBtn.focus({ preventScroll: true });
+  });
+  // The dial box filters the online list as one types (and still dials any name).
+  el.callToUsernameInput.addEventListener('input', filterUsers);
+  makeDraggable(el.localVideo, el.callView, doc.defaultView ?? window);
+
+  doc.addEventListener('keydown', (event) => {
+    if (el.callPage.hidden || event.defaultPrevented || el.hangUpConfirm.open) return;
+    const target = event.target;
+    const typing = !!target?.closest?.('input, textarea, select, [contenteditable="true"]');
+    const onButton = !!target?.closest?.('button, a[href]');
+    const action = shortcutFor(event, callState, { typing, onButton });
+    if (!action) return;
+    event.preventDefault();
+    if (action === 'confirmHangUp') {
+      el.hangUpConfirm.returnValue = '';
+      el.hangUpConfirm.showModal();
+    } else if (action === 'cancel') call('hangup');
+    else call(action);
+  });
+
+  // Controls fade while nothing moves in an answered call; any move or key brings them back.
+  let idleTimer = null;
+  const wake = () => {
+    delete el.callView.dataset.idle;
+    clearTimeout(idleTimer);
+    if (callState === CallState.CONNECTED) {
+      idleTimer = setTimeout(() => {
+        el.callView.dataset.idle = '';
+      }, CONTROLS_IDLE_MS);
+    }
+  };
+  for (const type of ['pointermove', 'pointerdown', 'keydown', 'focusin']) {
+    el.callView.addEventListener(type, wake, { passive: true });
+  }
+  doc.addEventListener('keydown', (event) => {
+    if (event.key !== 'Shift') el.callView.dataset.keyboard = '';
+    wake();
+  });
+  doc.addEventListener('pointerdown', () => delete el.callView.dataset.keyboard, { passive: true });
+
+  function filterUsers() {
+    const needle = el.callToUsernameInput.value.trim().toLowerCase();
+    for (const li of el.userList.children) {
+      const name = li.firstElementChild?.dataset.name ?? '';
+      li.hidden = needle !== '' && !name.toLowerCase().includes(needle);
+    }
+  }
+
   el.userList.addEventListener('click', (event) => {
     const button = event.target.closest('button[data-name]');
     if (button && !button.disabled) {
@@ -88,8 +152,9 @@ export function createUi(doc = document) {
     const shown = SHOWN[callState];
     el.callBtn.disabled = !shown.dial || !signalingUp;
     el.callToUsernameInput.disabled = !shown.dial;
-    el.hangUpBtn.disabled = shown.hangUp === null;
-    el.hangUpBtn.textContent = shown.hangUp ?? 'Hang up';
+    el.hangUpBtn.hidden = shown.hangUp === null;
+    el.hangUpLabel.textContent = shown.hangUp ?? 'Hang up';
+    el.hangUpBtn.title = `${shown.hangUp ?? 'Hang up'} (Escape)`;
     el.incomingPanel.hidden = !shown.incoming;
     el.acceptBtn.disabled = !shown.incoming;
     el.declineBtn.disabled = !shown.incoming;
@@ -102,7 +167,7 @@ export function createUi(doc = document) {
   return {
     el,
 
-    /** @param {Record<string, Function>} h login, call, accept, decline, hangup, toggleMic, toggleCamera */
+    /** @param {Record<string, Function>} h login, call, accept, decline, hangup, toggleMic, toggleCamera, signOut */
     on(h) {
       handlers = { ...handlers, ...h };
     },
@@ -112,6 +177,7 @@ export function createUi(doc = document) {
       el.callPage.hidden = true;
       el.loginPage.hidden = false;
       el.whoami.hidden = true;
+      el.signOutBtn.hidden = true;
       if (name) el.usernameInput.value = name;
       el.usernameInput.focus();
     },
@@ -120,7 +186,11 @@ export function createUi(doc = document) {
       el.loginPage.hidden = true;
       el.callPage.hidden = false;
       el.whoami.textContent = `Signed in as ${name}`;
+      el.whoami.title = name;
       el.whoami.hidden = false;
+      el.signOutBtn.hidden = false;
+      // Focus follows the view: from the sign-in form to the dial box.
+      if (callState === CallState.IDLE) el.callToUsernameInput.focus({ preventScroll: true });
     },
 
     setLoginBusy(busy) {
@@ -147,12 +217,22 @@ export function createUi(doc = document) {
 
     /** @param {string} state a CallState  @param {string | null} peer who the call is with */
     setCallState(state, peer = null) {
+      const before = callState;
       callState = state;
       const shown = SHOWN[state];
       if (shown.incoming) el.incomingText.textContent = `${peer} is calling`;
       el.remoteLabel.textContent = shown.label(peer);
+      el.remoteInitials.textContent = peer ? initials(peer) : '';
       refreshControls();
+      if (state === CallState.IDLE && el.hangUpConfirm.open) el.hangUpConfirm.close();
+      wake();
+      // Focus follows the view: Accept when it rings, Hang up in a call, the dial box after.
       if (shown.incoming) el.acceptBtn.focus({ preventScroll: true });
+      else if (state === CallState.IDLE && before !== CallState.IDLE && !el.callPage.hidden) {
+        el.callToUsernameInput.focus({ preventScroll: true });
+      } else if (before === CallState.IDLE || before === CallState.INCOMING) {
+        if (state !== CallState.IDLE) el.hangUpBtn.focus({ preventScroll: true });
+      }
     },
 
     /** Online users, without ourselves. */
@@ -169,6 +249,7 @@ export function createUi(doc = document) {
         return li;
       });
       el.userList.replaceChildren(...items);
+      filterUsers();
       el.usersEmpty.hidden = names.length > 0;
       el.usersTruncated.hidden = !truncated;
       refreshControls();
@@ -199,14 +280,13 @@ export function createUi(doc = document) {
       el.cameraBtn.hidden = !video;
     },
 
+    /** The label stays "Mute"; aria-pressed says whether it is on. */
     setMicMuted(muted) {
       el.muteBtn.setAttribute('aria-pressed', String(muted));
-      el.muteBtn.textContent = muted ? 'Unmute' : 'Mute';
     },
 
     setCameraOff(off) {
       el.cameraBtn.setAttribute('aria-pressed', String(off));
-      el.cameraBtn.textContent = off ? 'Camera on' : 'Camera off';
       el.localVideo.classList.toggle('camera-off', off);
     },
 
@@ -222,4 +302,11 @@ export function createUi(doc = document) {
       if (text !== null) el.stats.textContent = text;
     },
   };
+}
+
+/** "alice" -> "A", "Ada Lovelace" -> "AL": for the picture when there is no video. */
+export function initials(name) {
+  const words = name.trim().split(/[\s._-]+/u).filter(Boolean);
+  const first = (w) => [...w][0] ?? '';
+  return (words.length > 1 ? first(words[0]) + first(words[1]) : first(words[0] ?? '')).toUpperCase();
 }
