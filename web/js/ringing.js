@@ -28,9 +28,16 @@ export class Ringing {
   /** For tests and debugging (window.duet.state.ringing). */
   #notices = { shown: 0, lastTitle: null, lastError: null };
 
+  /** Who rings us now, or null. */
+  #caller = null;
+
   constructor(win = globalThis.window) {
     this.#win = win;
     this.#doc = win?.document ?? null;
+    // A call that started ringing while the page was in view, and the page is then hidden.
+    this.#doc?.addEventListener('visibilitychange', () => {
+      if (this.#caller !== null && this.#notification === null && this.#doc.visibilityState === 'hidden') this.#notify(this.#caller);
+    });
   }
 
   /** At a user gesture: let audio start, and ask once whether we may notify. */
@@ -60,6 +67,7 @@ export class Ringing {
   /** `peer` calls us: ringtone, vibration, title, favicon, and a notification if hidden. */
   incoming(peer) {
     this.#play('ringtone', RINGTONE, () => this.#win.navigator?.vibrate?.(VIBRATE));
+    this.#caller = peer;
     this.#setTitle(`${peer} is calling – duet`, RINGING_ICON);
     if (this.#doc?.visibilityState === 'hidden') this.#notify(peer);
   }
@@ -74,6 +82,7 @@ export class Ringing {
     clearInterval(this.#timer);
     this.#timer = null;
     this.#tone = null;
+    this.#caller = null;
     for (const osc of this.#live) {
       try {
         osc.stop();

@@ -138,7 +138,6 @@ export function createUi(doc = document) {
   el.userList.addEventListener('click', (event) => {
     const button = event.target.closest('button[data-name]');
     if (button && !button.disabled) {
-      el.callToUsernameInput.value = button.dataset.name;
       call('call', button.dataset.name);
     }
   });
@@ -224,6 +223,11 @@ export function createUi(doc = document) {
       el.remoteLabel.textContent = shown.label(peer);
       el.remoteInitials.textContent = peer ? initials(peer) : '';
       refreshControls();
+      if (before === CallState.IDLE && state !== CallState.IDLE) {
+        // The dial box is a filter too: a name dialled must not hide the list afterwards.
+        el.callToUsernameInput.value = '';
+        filterUsers();
+      }
       if (state === CallState.IDLE && el.hangUpConfirm.open) el.hangUpConfirm.close();
       wake();
       // Focus follows the view: Accept when it rings, Hang up in a call, the dial box after.
