@@ -1,5 +1,6 @@
 //! HTTP routes: the web client, the signaling WebSocket (at `/` like the seed, and at
 //! `/ws`), `/healthz`, `/metrics`, and the sign-in routes of [`crate::auth::routes`].
+//! A shared link `/call/NAME` sends the browser to the client with `#call=NAME`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::auth::routes::router())
         .route("/", get(root))
         .route("/ws", get(websocket))
+        .route("/call/{name}", get(call_link))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics));
     let router = match state.ctx.config.web_dir.clone() {
@@ -83,6 +85,25 @@ async fn root(
             Some(file) => html(file.data.into_owned()),
             None => html(PLACEHOLDER.as_bytes().to_vec()),
         },
+    }
+}
+
+/// `/call/NAME`: a link that calls NAME. Redirected to the client with the name in the
+/// fragment (`#call=NAME`), so the page and its relative asset paths stay at one URL and
+/// the name never reaches a log line or a cache as a path of its own. The segment is
+/// passed on still percent-encoded, as it came; the client decodes it.
+async fn call_link(uri: Uri) -> Response {
+    let name = uri.path().strip_prefix("/call/").unwrap_or_default();
+    match HeaderValue::from_str(&format!("../#call={name}")) {
+        Ok(location) => (
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, location),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            ],
+        )
+            .into_response(),
+        Err(_) => (StatusCode::BAD_REQUEST, "bad name in the call link").into_response(),
     }
 }
 

@@ -82,6 +82,8 @@ export class App {
   /** The user pressed Sign in while the server was out of reach (the retry texts keep saying so). */
   #triedOffline = false;
   #reloginAttempt = 0;
+  /** A name a shared link asked to call (`#call=NAME`), dialled once we are signed in. */
+  #linkCall = null;
   /** The user signed out: the next socket's open is not news worth a status line. */
   #signedOut = false;
   #reloginTimer = null;
@@ -111,6 +113,7 @@ export class App {
     this.#options = options;
     this.#store = store;
     this.#log = log;
+    this.#linkCall = options.call ?? null;
 
     ui.on({
       login: (raw) => this.login(raw),
@@ -401,6 +404,7 @@ export class App {
       else {
         this.#ui.setCallState(CallState.IDLE);
         this.#ui.setCallStatus('Ready. Pick someone online or type a name to call.', 'ok');
+        this.#dialLink();
       }
       return;
     }
@@ -481,6 +485,21 @@ export class App {
       return;
     }
     if (reloaded) this.#ui.setCallStatus('Ready. Pick someone online or type a name to call.', 'ok');
+    this.#dialLink();
+  }
+
+  /** A shared link (`/call/NAME`, `#call=NAME`) opened this page, or its hash changed: call. */
+  callFromLink(name) {
+    this.#linkCall = name;
+    if (this.#name && this.#signaling.isOpen && this.#pendingLogin === null) this.#dialLink();
+  }
+
+  #dialLink() {
+    const name = this.#linkCall;
+    this.#linkCall = null;
+    if (!name || this.#attempt || !this.#name) return;
+    this.#ui.linkUsed?.();
+    this.startCall(name).catch((err) => this.#fail(err));
   }
 
   /** Keep who we are and the call we are in for a reload of this tab. */

@@ -3,7 +3,7 @@
 import { App } from './app.js';
 import { signInGate } from './auth.js';
 import { openLocalMedia } from './media.js';
-import { pageOptions, signalingUrl } from './protocol.js';
+import { callFromHash, pageOptions, signalingUrl } from './protocol.js';
 import { Ringing } from './ringing.js';
 import { SessionStore } from './session-store.js';
 import { Signaling } from './signaling.js';
@@ -15,7 +15,7 @@ const app = new App({
   signaling,
   ui,
   openMedia: () => openLocalMedia(navigator.mediaDevices),
-  options: pageOptions(window.location.search),
+  options: { ...pageOptions(window.location.search), call: callFromHash(window.location.hash) },
   store: new SessionStore(storageOrNull()),
   ringing: new Ringing(window),
 });
@@ -39,6 +39,12 @@ Object.defineProperty(window, 'duet', {
   }),
   writable: false,
   configurable: false,
+});
+
+// A link to call someone opened in a tab that is already signed in.
+window.addEventListener('hashchange', () => {
+  const name = callFromHash(window.location.hash);
+  if (name) app.callFromLink(name);
 });
 
 // The WebSocket opens only once the server lets this page in (password, if it asks).

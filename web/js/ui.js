@@ -3,6 +3,7 @@
 // Every name or server text goes in with textContent, never innerHTML.
 
 import { CallState } from './call-state.js';
+import { callLink } from './protocol.js';
 import { makeDraggable } from './selfview.js';
 import { shortcutFor } from './shortcuts.js';
 
@@ -40,6 +41,7 @@ export function createUi(doc = document) {
     lobbyView: $('lobbyView'),
     callView: $('callView'),
     signOutBtn: $('signOutBtn'),
+    copyLinkBtn: $('copyLinkBtn'),
     remoteInitials: $('remoteInitials'),
     hangUpLabel: $('hangUpLabel'),
     hangUpConfirm: $('hangUpConfirm'),
@@ -68,6 +70,8 @@ export function createUi(doc = document) {
   let handlers = {};
   let signalingUp = false;
   let callState = CallState.IDLE;
+  /** Our name while signed in, for the "copy my link" button. */
+  let myName = null;
   const call = (name, ...args) => handlers[name]?.(...args);
 
   el.loginForm.addEventListener('submit', (event) => {
@@ -84,6 +88,17 @@ export function createUi(doc = document) {
   el.muteBtn.addEventListener('click', () => call('toggleMic'));
   el.cameraBtn.addEventListener('click', () => call('toggleCamera'));
   el.signOutBtn.addEventListener('click', () => call('signOut'));
+  el.copyLinkBtn.addEventListener('click', async () => {
+    if (!myName) return;
+    const link = callLink(doc.defaultView.location, myName);
+    try {
+      await doc.defaultView.navigator.clipboard.writeText(link);
+      setStatus(el.callStatus, `Link copied: ${link}`, 'ok');
+    } catch {
+      // No clipboard (a plain http:// page on the LAN): show it to copy by hand.
+      setStatus(el.callStatus, `Your link: ${link}`, 'info');
+    }
+  });
   el.hangUpConfirm.addEventListener('close', () => {
     if (el.hangUpConfirm.returnValue === 'hangup') call('hangup');
     else if (callState !== CallState.IDLE) el.hangUpBtn.focus({ preventScroll: true });
@@ -177,6 +192,7 @@ export function createUi(doc = document) {
       el.loginPage.hidden = false;
       el.whoami.hidden = true;
       el.signOutBtn.hidden = true;
+      myName = null;
       if (name) el.usernameInput.value = name;
       el.usernameInput.focus();
     },
@@ -184,12 +200,19 @@ export function createUi(doc = document) {
     showCallPage(name) {
       el.loginPage.hidden = true;
       el.callPage.hidden = false;
+      myName = name;
       el.whoami.textContent = `Signed in as ${name}`;
       el.whoami.title = name;
       el.whoami.hidden = false;
       el.signOutBtn.hidden = false;
       // Focus follows the view: from the sign-in form to the dial box.
       if (callState === CallState.IDLE) el.callToUsernameInput.focus({ preventScroll: true });
+    },
+
+    /** The page's `#call=NAME` was acted on: a reload must not call again. */
+    linkUsed() {
+      const win = doc.defaultView;
+      if (win?.location.hash) win.history.replaceState(null, '', win.location.pathname + win.location.search);
     },
 
     setLoginBusy(busy) {
