@@ -9,7 +9,7 @@ import { repoRoot } from './server.js';
 export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 export const artifactsDir = resolve(repoRoot, 'e2e', 'artifacts');
 
-const ARGS = [
+export const CHROMIUM_ARGS = [
   '--no-sandbox',
   '--disable-gpu',
   '--disable-background-networking',
@@ -32,7 +32,7 @@ const ARGS = [
  *   NetNs.chromiumWrapper, which run Chromium inside a namespace)
  */
 export async function launchBrowser({ args = [], executablePath = CHROMIUM } = {}) {
-  return chromium.launch({ executablePath, headless: true, args: [...ARGS, ...args] });
+  return chromium.launch({ executablePath, headless: true, args: [...CHROMIUM_ARGS, ...args] });
 }
 
 /**

@@ -49,3 +49,16 @@ window.addEventListener('hashchange', () => {
 
 // The WebSocket opens only once the server lets this page in (password, if it asks).
 signInGate(document).then(() => app.start());
+
+// Installable, and opens offline (sw.js). Refused on a page with an untrusted certificate
+// or a plain http:// LAN address; the client works the same without it.
+if ('serviceWorker' in navigator) {
+  navigator.serviceWorker
+    .register('sw.js')
+    .then(() => navigator.serviceWorker.ready)
+    .then((reg) => {
+      const loaded = performance.getEntriesByType('resource').map((e) => e.name);
+      reg.active?.postMessage({ cache: [window.location.pathname, ...loaded] });
+    })
+    .catch((err) => console.debug('no service worker:', err?.message ?? err));
+}

@@ -9,6 +9,7 @@ import { shortcutFor } from './shortcuts.js';
 
 /** In a call, the controls fade after this long without a pointer move or key. */
 const CONTROLS_IDLE_MS = 3000;
+const LAST_NAME_KEY = 'duet.lastName';
 
 /**
  * How the page shows each of the controller's call states: the line over the
@@ -142,6 +143,22 @@ export function createUi(doc = document) {
   });
   doc.addEventListener('pointerdown', () => delete el.callView.dataset.keyboard, { passive: true });
 
+  // The last name signed in with, offered at the next visit (localStorage: this device).
+  function lastName() {
+    try {
+      return doc.defaultView.localStorage.getItem(LAST_NAME_KEY);
+    } catch {
+      return null;
+    }
+  }
+  function rememberName(name) {
+    try {
+      doc.defaultView.localStorage.setItem(LAST_NAME_KEY, name);
+    } catch {
+      // storage refused (private mode): nothing to remember then
+    }
+  }
+
   function filterUsers() {
     const needle = el.callToUsernameInput.value.trim().toLowerCase();
     for (const li of el.userList.children) {
@@ -193,7 +210,7 @@ export function createUi(doc = document) {
       el.whoami.hidden = true;
       el.signOutBtn.hidden = true;
       myName = null;
-      if (name) el.usernameInput.value = name;
+      el.usernameInput.value = name ?? lastName() ?? el.usernameInput.value;
       el.usernameInput.focus();
     },
 
@@ -201,6 +218,7 @@ export function createUi(doc = document) {
       el.loginPage.hidden = true;
       el.callPage.hidden = false;
       myName = name;
+      rememberName(name);
       el.whoami.textContent = `Signed in as ${name}`;
       el.whoami.title = name;
       el.whoami.hidden = false;
