@@ -117,6 +117,15 @@ for (const size of SIZES) {
       assert.deepEqual([remote.w, remote.h, remote.fit], [remote.vw, remote.vh, 'cover'], `remote video ${JSON.stringify(remote)}`);
       assert.ok(remote.vidW > 0, 'the remote video has no picture');
       await me.page.waitForFunction(() => document.querySelector('#remoteVideo').currentTime > 0.3);
+      // The quality bars get a level from the stats; pressing them shows the details.
+      await me.page.waitForFunction(() => Number(document.querySelector('#qualityBtn').dataset.level) > 0, null, { timeout: 10_000 });
+      assert.match(await me.page.getAttribute('#qualityBtn', 'aria-label'), /^Connection quality: (good|fair|poor|bad)$/);
+      assert.equal(await me.page.isVisible('#stats'), false, 'the detailed stats are shown before asking');
+      await me.page.click('#qualityBtn');
+      await me.page.waitForFunction(() => /\d+×\d+/.test(document.querySelector('#stats').textContent));
+      assert.equal(await me.page.isVisible('#stats'), true);
+      assert.equal(await me.page.getAttribute('#qualityBtn', 'aria-expanded'), 'true');
+      await assertFits(me.page, ['#qualityBtn', '#stats', '#fullscreenBtn'], `call view with details at ${tag}`);
       await shot('call', me.page);
 
       // The self-view moves with a drag and stays inside the window.

@@ -119,6 +119,10 @@ test('m and v toggle mute and camera; Escape asks before hanging up', async () =
   assert.equal(await page.getAttribute('#muteBtn', 'aria-pressed'), 'false');
   assert.equal(await page.getAttribute('#cameraBtn', 'aria-pressed'), 'false');
 
+  // Closing the tab in a call asks first; idle it does not (checked at the end).
+  const asks = () => page.evaluate(() => !window.dispatchEvent(new Event('beforeunload', { cancelable: true })));
+  assert.equal(await asks(), true, 'closing the tab in a call does not ask');
+
   await page.keyboard.press('Escape');
   await page.waitForSelector('#hangUpConfirm[open]');
   await page.keyboard.press('Escape'); // closes the question: the call goes on
@@ -130,4 +134,5 @@ test('m and v toggle mute and camera; Escape asks before hanging up', async () =
   await page.click('#hangUpConfirm button[value="hangup"]');
   await waitCallState(page, 'idle');
   await waitCallState(alice.page, 'idle');
+  assert.equal(await asks(), false, 'closing the tab while idle asks');
 });

@@ -85,6 +85,8 @@ export async function openUser(browser, baseUrl, { query = '', viewport, noMedia
   page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
   page.on('dialog', async (d) => {
+    // The page asks before a reload or close ends a call; the tests mean to leave.
+    if (d.type() === 'beforeunload') return d.accept();
     consoleLines.push(`dialog: ${d.message()}`);
     await d.dismiss();
   });

@@ -30,7 +30,7 @@ import { IceErrors, explainFailure } from './ice-diagnosis.js';
 import { CallState, isAnswered } from './call-state.js';
 import { MediaRecovery } from './recovery.js';
 import { SessionStore } from './session-store.js';
-import { formatDuration, formatStats, summarizeStats } from './stats.js';
+import { formatDuration, formatStats, qualityLevel, summarizeStats } from './stats.js';
 import { backoffDelay } from './signaling.js';
 
 const STATS_INTERVAL_MS = 1000;
@@ -896,6 +896,7 @@ export class App {
       attempt.every(STATS_INTERVAL_MS, () => this.#sampleStats(attempt));
       this.#ui.setTimer(formatDuration(Date.now() - attempt.since));
       this.#ui.setStats('waiting for video…');
+      this.#ui.setQuality?.(0);
     }
     this.#ui.setCallStatus(`In a call with ${attempt.peer}.`, 'ok');
     this.#saveSession();
@@ -909,6 +910,7 @@ export class App {
       const previous = attempt.lastStats;
       attempt.lastStats = summarizeStats(report.values(), previous);
       this.#ui.setStats(formatStats(attempt.lastStats));
+      this.#ui.setQuality?.(qualityLevel(attempt.lastStats));
       this.#watchInbound(attempt, previous, attempt.lastStats);
     } catch (err) {
       this.#log('getStats failed', err);
@@ -952,6 +954,7 @@ export class App {
     this.#ui.setRemoteStream(null);
     this.#ui.setTimer(null);
     this.#ui.setStats(null);
+    this.#ui.setQuality?.(null);
     this.#showState(CallState.IDLE);
     this.#ui.setCallStatus(text, kind);
   }

@@ -41,6 +41,15 @@ Object.defineProperty(window, 'duet', {
   configurable: false,
 });
 
+// Closing or reloading the tab in a call asks first (the call would end, or rejoin).
+window.addEventListener('beforeunload', (event) => {
+  const call = app.debugState.call;
+  if (call === 'connecting' || call === 'connected') {
+    event.preventDefault();
+    event.returnValue = '';
+  }
+});
+
 // A link to call someone opened in a tab that is already signed in.
 window.addEventListener('hashchange', () => {
   const name = callFromHash(window.location.hash);

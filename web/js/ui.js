@@ -4,6 +4,7 @@
 
 import { CallState } from './call-state.js';
 import { callLink } from './protocol.js';
+import { QUALITY_WORDS } from './stats.js';
 import { makeDraggable } from './selfview.js';
 import { shortcutFor } from './shortcuts.js';
 
@@ -43,6 +44,9 @@ export function createUi(doc = document) {
     callView: $('callView'),
     signOutBtn: $('signOutBtn'),
     copyLinkBtn: $('copyLinkBtn'),
+    qualityBtn: $('qualityBtn'),
+    fullscreenBtn: $('fullscreenBtn'),
+    pipBtn: $('pipBtn'),
     remoteInitials: $('remoteInitials'),
     hangUpLabel: $('hangUpLabel'),
     hangUpConfirm: $('hangUpConfirm'),
@@ -73,6 +77,9 @@ export function createUi(doc = document) {
   let callState = CallState.IDLE;
   /** Our name while signed in, for the "copy my link" button. */
   let myName = null;
+  /** The detailed stats line is shown (the quality button toggles it). */
+  let detailsShown = false;
+  let statsText = null;
   const call = (name, ...args) => handlers[name]?.(...args);
 
   el.loginForm.addEventListener('submit', (event) => {
@@ -89,6 +96,25 @@ export function createUi(doc = document) {
   el.muteBtn.addEventListener('click', () => call('toggleMic'));
   el.cameraBtn.addEventListener('click', () => call('toggleCamera'));
   el.signOutBtn.addEventListener('click', () => call('signOut'));
+  el.qualityBtn.addEventListener('click', () => {
+    detailsShown = !detailsShown;
+    el.qualityBtn.setAttribute('aria-expanded', String(detailsShown));
+    el.stats.hidden = statsText === null || !detailsShown;
+  });
+  // Full screen for the call view; picture in picture for the remote video, where offered.
+  el.fullscreenBtn.hidden = !doc.fullscreenEnabled;
+  el.fullscreenBtn.addEventListener('click', () => {
+    if (doc.fullscreenElement) doc.exitFullscreen().catch(() => {});
+    else el.callView.requestFullscreen().catch((err) => setStatus(el.callStatus, `Full screen refused: ${err.message}`, 'error'));
+  });
+  doc.addEventListener('fullscreenchange', () => el.fullscreenBtn.setAttribute('aria-pressed', String(!!doc.fullscreenElement)));
+  el.pipBtn.hidden = !doc.pictureInPictureEnabled;
+  el.pipBtn.addEventListener('click', () => {
+    if (doc.pictureInPictureElement) doc.exitPictureInPicture().catch(() => {});
+    else el.remoteVideo.requestPictureInPicture().catch((err) => setStatus(el.callStatus, `Picture in picture refused: ${err.message}`, 'error'));
+  });
+  el.remoteVideo.addEventListener('enterpictureinpicture', () => el.pipBtn.setAttribute('aria-pressed', 'true'));
+  el.remoteVideo.addEventListener('leavepictureinpicture', () => el.pipBtn.setAttribute('aria-pressed', 'false'));
   el.copyLinkBtn.addEventListener('click', async () => {
     if (!myName) return;
     const link = callLink(doc.defaultView.location, myName);
@@ -343,8 +369,17 @@ export function createUi(doc = document) {
 
     /** Stats line, or null to hide it. */
     setStats(text) {
-      el.stats.hidden = text === null;
+      statsText = text;
+      el.stats.hidden = text === null || !detailsShown;
       if (text !== null) el.stats.textContent = text;
+    },
+
+    /** Quality bars: a level 0..4 (stats.js qualityLevel), or null to hide them. */
+    setQuality(level) {
+      el.qualityBtn.hidden = level === null;
+      if (level === null) return;
+      el.qualityBtn.dataset.level = String(level);
+      el.qualityBtn.setAttribute('aria-label', `Connection quality: ${QUALITY_WORDS[level]}`);
     },
   };
 }
