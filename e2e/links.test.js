@@ -25,6 +25,15 @@ test('/call/NAME redirects to the client with #call=NAME, still percent-encoded'
   assert.equal(res.headers.get('location'), '../#call=b%C3%B6b%20x');
 });
 
+test('an unknown address gets a 404 page that links home', async () => {
+  const res = await fetch(`${server.baseUrl}/no/such/page`);
+  assert.equal(res.status, 404);
+  assert.match(res.headers.get('content-type'), /^text\/html/);
+  const body = await res.text();
+  assert.match(body, /Nothing here/);
+  assert.match(body, /<a href="\/">/);
+});
+
 test('/call/bob calls bob after sign-in; "Copy my link" gives /call/alice', async () => {
   const bob = await openUser(browser, server.baseUrl);
   const alice = await openUser(browser, server.baseUrl, { query: 'call/bob' });

@@ -11,6 +11,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::handler::HandlerWithoutStateExt;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -49,7 +50,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics));
     let router = match state.ctx.config.web_dir.clone() {
-        Some(dir) => router.fallback_service(tower_http::services::ServeDir::new(dir)),
+        Some(dir) => router.fallback_service(
+            tower_http::services::ServeDir::new(dir)
+                .not_found_service(not_found_handler.into_service()),
+        ),
         None => router.fallback(asset),
     };
     router.with_state(state)
@@ -263,6 +267,32 @@ async fn asset(uri: Uri) -> Response {
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             response
         }
-        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+        None => not_found(),
     }
+}
+
+/// A page, not a bare line, for a mistyped address: it says what happened and links home.
+const NOT_FOUND_PAGE: &str = "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\">\
+    <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+    <meta name=\"color-scheme\" content=\"light dark\"><title>Not found – duet</title>\
+    <link rel=\"icon\" href=\"/icon.svg\">\
+    <body style=\"font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem\">\
+    <h1>Nothing here</h1><p>This address is not part of duet. \
+    To call someone, open <a href=\"/\">the start page</a> and pick a name, \
+    or use a link of the form <code>/call/NAME</code>.</p></body></html>";
+
+async fn not_found_handler() -> Response {
+    not_found()
+}
+
+fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        NOT_FOUND_PAGE,
+    )
+        .into_response()
 }
