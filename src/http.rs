@@ -51,8 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics));
     let router = match state.ctx.config.web_dir.clone() {
         Some(dir) => router.fallback_service(
-            tower_http::services::ServeDir::new(dir)
-                .not_found_service(not_found_handler.into_service()),
+            tower_http::services::ServeDir::new(dir).fallback(not_found_handler.into_service()),
         ),
         None => router.fallback(asset),
     };
