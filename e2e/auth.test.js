@@ -112,6 +112,12 @@ test('a reload keeps the session; sign-out ends it', async () => {
   // Signed in: straight to the name form.
   await page.waitForFunction(() => window.duet?.state.signaling === 'open');
   assert.equal(await page.isHidden('#passwordForm'), true);
+  // The page re-joins its call, and the full-window call view covers the top bar: hang up
+  // to get back to the lobby, where Sign out is.
+  if ((await page.evaluate(() => window.duet.state.call)) !== 'idle') {
+    await page.click('#hangUpBtn');
+    await page.waitForFunction(() => window.duet.state.call === 'idle');
+  }
   await page.click('#signOutBtn');
   await page.waitForSelector('#passwordForm:not([hidden])');
   const cookies = await users[1].context.cookies();

@@ -1,5 +1,6 @@
 //! HTTP routes: the web client, the signaling WebSocket (at `/` like the seed, and at
 //! `/ws`), `/healthz`, `/metrics`, and the sign-in routes of [`crate::auth::routes`].
+//! A shared link `/call/NAME` sends the browser to the client with `#call=NAME`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::handler::HandlerWithoutStateExt;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -44,10 +46,13 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::auth::routes::router())
         .route("/", get(root))
         .route("/ws", get(websocket))
+        .route("/call/{name}", get(call_link))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics));
     let router = match state.ctx.config.web_dir.clone() {
-        Some(dir) => router.fallback_service(tower_http::services::ServeDir::new(dir)),
+        Some(dir) => router.fallback_service(
+            tower_http::services::ServeDir::new(dir).fallback(not_found_handler.into_service()),
+        ),
         None => router.fallback(asset),
     };
     router.with_state(state)
@@ -83,6 +88,25 @@ async fn root(
             Some(file) => html(file.data.into_owned()),
             None => html(PLACEHOLDER.as_bytes().to_vec()),
         },
+    }
+}
+
+/// `/call/NAME`: a link that calls NAME. Redirected to the client with the name in the
+/// fragment (`#call=NAME`), so the page and its relative asset paths stay at one URL and
+/// the name never reaches a log line or a cache as a path of its own. The segment is
+/// passed on still percent-encoded, as it came; the client decodes it.
+async fn call_link(uri: Uri) -> Response {
+    let name = uri.path().strip_prefix("/call/").unwrap_or_default();
+    match HeaderValue::from_str(&format!("../#call={name}")) {
+        Ok(location) => (
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, location),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            ],
+        )
+            .into_response(),
+        Err(_) => (StatusCode::BAD_REQUEST, "bad name in the call link").into_response(),
     }
 }
 
@@ -242,6 +266,32 @@ async fn asset(uri: Uri) -> Response {
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             response
         }
-        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+        None => not_found(),
     }
+}
+
+/// A page, not a bare line, for a mistyped address: it says what happened and links home.
+const NOT_FOUND_PAGE: &str = "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\">\
+    <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+    <meta name=\"color-scheme\" content=\"light dark\"><title>Not found – duet</title>\
+    <link rel=\"icon\" href=\"/icon.svg\">\
+    <body style=\"font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem\">\
+    <h1>Nothing here</h1><p>This address is not part of duet. \
+    To call someone, open <a href=\"/\">the start page</a> and pick a name, \
+    or use a link of the form <code>/call/NAME</code>.</p></body></html>";
+
+async fn not_found_handler() -> Response {
+    not_found()
+}
+
+fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        NOT_FOUND_PAGE,
+    )
+        .into_response()
 }

@@ -9,7 +9,7 @@ import { repoRoot } from './server.js';
 export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 export const artifactsDir = resolve(repoRoot, 'e2e', 'artifacts');
 
-const ARGS = [
+export const CHROMIUM_ARGS = [
   '--no-sandbox',
   '--disable-gpu',
   '--disable-background-networking',
@@ -32,7 +32,7 @@ const ARGS = [
  *   NetNs.chromiumWrapper, which run Chromium inside a namespace)
  */
 export async function launchBrowser({ args = [], executablePath = CHROMIUM } = {}) {
-  return chromium.launch({ executablePath, headless: true, args: [...ARGS, ...args] });
+  return chromium.launch({ executablePath, headless: true, args: [...CHROMIUM_ARGS, ...args] });
 }
 
 /**
@@ -85,6 +85,8 @@ export async function openUser(browser, baseUrl, { query = '', viewport, noMedia
   page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
   page.on('dialog', async (d) => {
+    // The page asks before a reload or close ends a call; the tests mean to leave.
+    if (d.type() === 'beforeunload') return d.accept();
     consoleLines.push(`dialog: ${d.message()}`);
     await d.dismiss();
   });

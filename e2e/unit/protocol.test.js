@@ -90,3 +90,12 @@ test('which errors end an outgoing call attempt', () => {
   assert.equal(endsCallAttempt({ code: 'not-online', request: 'candidate' }), false);
   assert.equal(endsCallAttempt({ code: 'rate-limited' }), false);
 });
+
+test('callFromHash reads #call=NAME, decoded; callLink makes /call/NAME', async () => {
+  const { callFromHash, callLink } = await import('../../web/js/protocol.js');
+  assert.equal(callFromHash('#call=bob'), 'bob');
+  assert.equal(callFromHash('#call=b%C3%B6b%20x'), 'böb x');
+  assert.equal(callFromHash('#call='), null);
+  assert.equal(callFromHash(''), null);
+  assert.equal(callLink({ origin: 'https://duet.example' }, 'böb x'), 'https://duet.example/call/b%C3%B6b%20x');
+});

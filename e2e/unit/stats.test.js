@@ -33,3 +33,15 @@ test('an empty report says it is waiting', () => {
   assert.equal(formatStats(s), 'waiting for video…');
   assert.equal(s.framesDecoded, 0);
 });
+
+test('qualityLevel: the worst of RTT, loss and bitrate decides', async () => {
+  const { qualityLevel } = await import('../../web/js/stats.js');
+  const base = { rttMs: 20, lossPct: 0, inKbps: 1200, fps: 30 };
+  assert.equal(qualityLevel(null), 0);
+  assert.equal(qualityLevel({ rttMs: null, lossPct: null, inKbps: null }), 0);
+  assert.equal(qualityLevel(base), 4);
+  assert.equal(qualityLevel({ ...base, rttMs: 300 }), 2);
+  assert.equal(qualityLevel({ ...base, lossPct: 12 }), 1);
+  assert.equal(qualityLevel({ ...base, inKbps: 200 }), 3);
+  assert.equal(qualityLevel({ ...base, inKbps: 10, fps: 0 }), 4, 'camera off: low bitrate is no sign of trouble');
+});

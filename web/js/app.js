@@ -30,7 +30,7 @@ import { IceErrors, explainFailure } from './ice-diagnosis.js';
 import { CallState, isAnswered } from './call-state.js';
 import { MediaRecovery } from './recovery.js';
 import { SessionStore } from './session-store.js';
-import { formatDuration, formatStats, summarizeStats } from './stats.js';
+import { formatDuration, formatStats, qualityLevel, summarizeStats } from './stats.js';
 import { backoffDelay } from './signaling.js';
 
 const STATS_INTERVAL_MS = 1000;
@@ -49,6 +49,8 @@ export class App {
   #options;
   #log;
   #store;
+  /** Ringtone, ringback, notification (ringing.js); a silent stand-in under Node. */
+  #ringing;
 
   /** Our name once logged in (kept across reconnects, and across a reload by the store). */
   #name = null;
@@ -80,6 +82,10 @@ export class App {
   /** The user pressed Sign in while the server was out of reach (the retry texts keep saying so). */
   #triedOffline = false;
   #reloginAttempt = 0;
+  /** A name a shared link asked to call (`#call=NAME`), dialled once we are signed in. */
+  #linkCall = null;
+  /** The user signed out: the next socket's open is not news worth a status line. */
+  #signedOut = false;
   #reloginTimer = null;
   #iceServers = [];
   #users = new Set();
@@ -99,13 +105,15 @@ export class App {
    */
   #attempt = null;
 
-  constructor({ signaling, ui, openMedia, options = {}, store = new SessionStore(null), log = console.debug.bind(console) }) {
+  constructor({ signaling, ui, openMedia, options = {}, store = new SessionStore(null), ringing = SILENT, log = console.debug.bind(console) }) {
     this.#signaling = signaling;
+    this.#ringing = ringing;
     this.#ui = ui;
     this.#openMedia = openMedia;
     this.#options = options;
     this.#store = store;
     this.#log = log;
+    this.#linkCall = options.call ?? null;
 
     ui.on({
       login: (raw) => this.login(raw),
@@ -115,6 +123,7 @@ export class App {
       hangup: () => this.hangUp(),
       toggleMic: () => this.toggleMic(),
       toggleCamera: () => this.toggleCamera(),
+      signOut: () => this.signOut(),
     });
     signaling.addEventListener('open', (e) => this.#onSignalingOpen(e.detail));
     signaling.addEventListener('down', (e) => this.#onSignalingDown(e.detail));
@@ -142,6 +151,7 @@ export class App {
       peerAway: c ? c.peerAway : false,
       mediaLost: c?.recovery?.lost ?? false,
       replaced: this.#replaced,
+      ringing: this.#ringing.state,
       ...this.#counts,
     });
   }
@@ -179,6 +189,8 @@ export class App {
       this.#ui.setLoginStatus('Not connected to the server yet; retrying, try again in a moment.', 'error');
       return;
     }
+    // A user gesture: the moment to let the ringtone play and ask to notify.
+    this.#ringing.unlock();
     this.#pendingLogin = checked.name;
     this.#ui.setLoginBusy(true);
     this.#ui.setLoginStatus('Signing in…', 'info');
@@ -238,6 +250,30 @@ export class App {
     }
   }
 
+  /**
+   * Give the name up: end any call, close the socket normally (1000: the server frees the
+   * name at once instead of holding it for a resume), forget the session, and start over.
+   */
+  signOut() {
+    const name = this.#name;
+    if (!name) return;
+    if (this.#attempt) this.hangUp();
+    clearTimeout(this.#reloginTimer);
+    this.#name = null;
+    this.#token = null;
+    this.#previousToken = null;
+    this.#savedCall = null;
+    this.#pendingLeave = null;
+    this.#pendingLogin = null;
+    this.#store.clear();
+    this.#setUsers([], false);
+    this.#signedOut = true;
+    this.#signaling.stop();
+    this.#signaling.start();
+    this.#ui.showLogin(name);
+    this.#ui.setLoginStatus(`Signed out. Sign in again to take calls.`, 'ok');
+  }
+
   toggleMic() {
     this.#micMuted = !this.#micMuted;
     this.#applyToggles();
@@ -258,7 +294,8 @@ export class App {
     } else {
       this.#triedOffline = false;
       this.#ui.setConnection('Connected', 'ok');
-      if (reconnect) this.#ui.setLoginStatus('Reconnected to the server.', 'ok');
+      if (reconnect && !this.#signedOut) this.#ui.setLoginStatus('Reconnected to the server.', 'ok');
+      this.#signedOut = false;
     }
   }
 
@@ -330,6 +367,7 @@ export class App {
         // The callee has our offer and is being asked; until now we only knew we dialled.
         if (this.#attempt?.peer === m.name && this.#attempt.state === CallState.OUTGOING) {
           this.#ui.setCallStatus(`Ringing ${m.name}…`, 'info');
+          this.#ringing.ringback();
         }
         return;
       case 'leave':
@@ -366,6 +404,7 @@ export class App {
       else {
         this.#ui.setCallState(CallState.IDLE);
         this.#ui.setCallStatus('Ready. Pick someone online or type a name to call.', 'ok');
+        this.#dialLink();
       }
       return;
     }
@@ -446,6 +485,21 @@ export class App {
       return;
     }
     if (reloaded) this.#ui.setCallStatus('Ready. Pick someone online or type a name to call.', 'ok');
+    this.#dialLink();
+  }
+
+  /** A shared link (`/call/NAME`, `#call=NAME`) opened this page, or its hash changed: call. */
+  callFromLink(name) {
+    this.#linkCall = name;
+    if (this.#name && this.#signaling.isOpen && this.#pendingLogin === null) this.#dialLink();
+  }
+
+  #dialLink() {
+    const name = this.#linkCall;
+    this.#linkCall = null;
+    if (!name || this.#attempt || !this.#name) return;
+    this.#ui.linkUsed?.();
+    this.startCall(name).catch((err) => this.#fail(err));
   }
 
   /** Keep who we are and the call we are in for a reload of this tab. */
@@ -710,7 +764,7 @@ export class App {
     });
     this.#wirePeerCall(attempt);
     this.#attempt = attempt;
-    this.#ui.setCallState(state, peer);
+    this.#showState(state, peer);
     if (state === CallState.CONNECTING) this.#startConnectTimer(attempt);
     return attempt;
   }
@@ -804,7 +858,14 @@ export class App {
     attempt.state = state;
     // Attempts only move forward, so this timer starts at most once per attempt.
     if (state === CallState.CONNECTING) this.#startConnectTimer(attempt);
-    this.#ui.setCallState(state, attempt.peer);
+    this.#showState(state, attempt.peer);
+  }
+
+  /** Every change of call state goes to the page and to the ringing. */
+  #showState(state, peer = null) {
+    if (state === CallState.INCOMING) this.#ringing.incoming(peer);
+    else if (state !== CallState.OUTGOING) this.#ringing.stop();
+    this.#ui.setCallState(state, peer);
   }
 
   #startConnectTimer(attempt) {
@@ -835,6 +896,7 @@ export class App {
       attempt.every(STATS_INTERVAL_MS, () => this.#sampleStats(attempt));
       this.#ui.setTimer(formatDuration(Date.now() - attempt.since));
       this.#ui.setStats('waiting for video…');
+      this.#ui.setQuality?.(0);
     }
     this.#ui.setCallStatus(`In a call with ${attempt.peer}.`, 'ok');
     this.#saveSession();
@@ -848,6 +910,7 @@ export class App {
       const previous = attempt.lastStats;
       attempt.lastStats = summarizeStats(report.values(), previous);
       this.#ui.setStats(formatStats(attempt.lastStats));
+      this.#ui.setQuality?.(qualityLevel(attempt.lastStats));
       this.#watchInbound(attempt, previous, attempt.lastStats);
     } catch (err) {
       this.#log('getStats failed', err);
@@ -891,7 +954,8 @@ export class App {
     this.#ui.setRemoteStream(null);
     this.#ui.setTimer(null);
     this.#ui.setStats(null);
-    this.#ui.setCallState(CallState.IDLE);
+    this.#ui.setQuality?.(null);
+    this.#showState(CallState.IDLE);
     this.#ui.setCallStatus(text, kind);
   }
 
@@ -925,6 +989,9 @@ export class App {
     else this.#ui.setLoginStatus(text, 'error');
   }
 }
+
+/** No sound, no notification: for tests under Node and pages without Web Audio. */
+const SILENT = Object.freeze({ unlock() {}, incoming() {}, ringback() {}, stop() {}, state: null });
 
 function byName(a, b) {
   return a.localeCompare(b);

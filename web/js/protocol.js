@@ -13,6 +13,21 @@ export function signalingUrl(location) {
   return `${scheme}//${location.host}/ws${query}`;
 }
 
+/**
+ * The name a shared link asks to call: `#call=NAME` (where `/call/NAME` redirects), or null.
+ * @param {string} hash location.hash
+ */
+export function callFromHash(hash) {
+  const params = new URLSearchParams(String(hash ?? '').replace(/^#/, ''));
+  const name = params.get('call');
+  return name && name.trim() ? name.trim() : null;
+}
+
+/** The link that calls `name` from any browser: `/call/NAME` on this server. */
+export function callLink(location, name) {
+  return `${location.origin}/call/${encodeURIComponent(name)}`;
+}
+
 /** Options read from the page URL. `?relay=1` forces TURN (for TURN tests). */
 export function pageOptions(search) {
   const params = new URLSearchParams(search);

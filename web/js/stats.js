@@ -38,6 +38,14 @@ export function summarizeStats(reports, previous = null) {
     const seconds = (timestamp - previous.timestamp) / 1000;
     inKbps = Math.max(0, Math.round(((bytesReceived - previous.bytesReceived) * 8) / 1000 / seconds));
   }
+  const packetsReceived = inbound?.packetsReceived ?? null;
+  const packetsLost = inbound?.packetsLost ?? null;
+  let lossPct = null;
+  if (previous && packetsReceived !== null && packetsLost !== null && previous.packetsReceived != null) {
+    const got = packetsReceived - previous.packetsReceived;
+    const lost = Math.max(0, packetsLost - (previous.packetsLost ?? 0));
+    if (got + lost > 0) lossPct = (100 * lost) / (got + lost);
+  }
   const rtt = pair?.currentRoundTripTime;
   let route = null;
   if (pair) {
@@ -56,6 +64,9 @@ export function summarizeStats(reports, previous = null) {
     sentWidth: outbound?.frameWidth ?? null,
     sentHeight: outbound?.frameHeight ?? null,
     inKbps,
+    packetsReceived,
+    packetsLost,
+    lossPct,
     rttMs: typeof rtt === 'number' ? Math.round(rtt * 1000) : null,
     route,
   };
@@ -70,4 +81,25 @@ export function formatStats(summary) {
   if (summary.rttMs !== null) parts.push(`RTT ${summary.rttMs} ms`);
   if (summary.route) parts.push(summary.route);
   return parts.length > 0 ? parts.join(' · ') : 'waiting for video…';
+}
+
+/** The words for each quality level, for the bars' accessible name. */
+export const QUALITY_WORDS = Object.freeze(['unknown', 'bad', 'poor', 'fair', 'good']);
+
+/**
+ * A simple connection-quality level from one summary: 4 good, 3 fair, 2 poor, 1 bad, 0
+ * unknown (no sample yet). The worst of round-trip time, packet loss and received bitrate
+ * decides; thresholds follow the usual rules of thumb for interactive video (RTT under
+ * 150 ms and loss under 1% feel fine; over 400 ms or 10% the call breaks up).
+ */
+export function qualityLevel(summary) {
+  if (!summary) return 0;
+  const { rttMs, lossPct, inKbps } = summary;
+  if (rttMs === null && lossPct === null && inKbps === null) return 0;
+  let level = 4;
+  if (rttMs !== null) level = Math.min(level, rttMs < 150 ? 4 : rttMs < 250 ? 3 : rttMs < 400 ? 2 : 1);
+  if (lossPct !== null) level = Math.min(level, lossPct < 1 ? 4 : lossPct < 3 ? 3 : lossPct < 10 ? 2 : 1);
+  // A peer with the camera off sends almost nothing: low bitrate alone says little then.
+  if (inKbps !== null && summary.fps) level = Math.min(level, inKbps >= 300 ? 4 : inKbps >= 150 ? 3 : inKbps >= 50 ? 2 : 1);
+  return level;
 }
