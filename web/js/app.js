@@ -49,6 +49,8 @@ export class App {
   #options;
   #log;
   #store;
+  /** The call's peer-to-peer extras (peer-features.js): told of each call, connection and toggle. */
+  #features;
 
   /** Our name once logged in (kept across reconnects, and across a reload by the store). */
   #name = null;
@@ -99,8 +101,9 @@ export class App {
    */
   #attempt = null;
 
-  constructor({ signaling, ui, openMedia, options = {}, store = new SessionStore(null), log = console.debug.bind(console) }) {
+  constructor({ signaling, ui, openMedia, options = {}, store = new SessionStore(null), features = NO_FEATURES, log = console.debug.bind(console) }) {
     this.#signaling = signaling;
+    this.#features = features;
     this.#ui = ui;
     this.#openMedia = openMedia;
     this.#options = options;
@@ -708,6 +711,7 @@ export class App {
       refreshSignaling: () => !attempt.peerAway && this.#refreshSignaling(),
       log: this.#log,
     });
+    this.#features.callStarted(peer);
     this.#wirePeerCall(attempt);
     this.#attempt = attempt;
     this.#ui.setCallState(state, peer);
@@ -718,6 +722,8 @@ export class App {
   /** Listen to the attempt's current peer connection (again after a re-join replaced it). */
   #wirePeerCall(attempt) {
     const pc = attempt.peerCall;
+    // Before the connection's first offer or answer: its data channels go into it.
+    this.#features.connection(pc.pc);
     attempt.iceErrors = new IceErrors(pc.pc);
     const live = (fn) => attempt.whileOpen((e) => (attempt.peerCall === pc ? fn(e) : undefined));
     /** This connection had media: losing its path is for the recovery, not "TURN needed". */
@@ -887,6 +893,7 @@ export class App {
     }
     attempt.close();
     this.#attempt = null;
+    this.#features.callEnded();
     this.#saveSession();
     this.#ui.setRemoteStream(null);
     this.#ui.setTimer(null);
@@ -901,6 +908,7 @@ export class App {
     const { stream, problem } = await this.#openMedia();
     this.#localStream = stream;
     this.#ui.setLocalStream(stream);
+    this.#features.localStream(stream);
     this.#ui.setMediaAvailable({
       audio: !!stream?.getAudioTracks().length,
       video: !!stream?.getVideoTracks().length,
@@ -916,6 +924,7 @@ export class App {
     for (const track of this.#localStream?.getVideoTracks() ?? []) track.enabled = !this.#cameraOff;
     this.#ui.setMicMuted(this.#micMuted);
     this.#ui.setCameraOff(this.#cameraOff);
+    this.#features.localState({ micMuted: this.#micMuted, cameraOff: this.#cameraOff });
   }
 
   #fail(err) {
@@ -925,6 +934,15 @@ export class App {
     else this.#ui.setLoginStatus(text, 'error');
   }
 }
+
+/** No peer-to-peer extras (unit tests, or a page without their containers). */
+const NO_FEATURES = Object.freeze({
+  callStarted() {},
+  connection() {},
+  callEnded() {},
+  localState() {},
+  localStream() {},
+});
 
 function byName(a, b) {
   return a.localeCompare(b);

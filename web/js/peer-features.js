@@ -1,0 +1,189 @@
+// What a call carries peer to peer besides its media: the other side's state, chat
+// and files over the call's data channels (peer-link.js), and the local side's device
+// choice and screen sharing. The controller (app.js) tells it what happens to the
+// call; it owns the extra controls (#callExtras) and the side panel (#callPanel).
+//
+// Told by the controller:
+//   callStarted(peer)   a call attempt with `peer` begins (also after glare)
+//   connection(pc)      the attempt has a new RTCPeerConnection (its first, or a re-join's),
+//                       before its first offer or answer
+//   callEnded()         the attempt is over
+//   localState(s)       our microphone/camera toggles changed ({micMuted, cameraOff})
+//   localStream(stream) our camera/microphone stream (null: none)
+
+import { Chat } from './chat.js';
+import { h, icon } from './dom.js';
+import { PeerLink } from './peer-link.js';
+import { PeerStateView } from './peer-state.js';
+
+export class PeerFeatures {
+  #doc;
+  #log;
+  #bar;
+  #panel;
+  #peerView;
+  #chat;
+  #chatBtn;
+  #chatBadge;
+
+  /** The data channels of the current connection, or null outside a call. */
+  #link = null;
+  #peer = null;
+  #local = { micMuted: false, cameraOff: false };
+  /** @type {MediaStream | null} */
+  #stream = null;
+  /** Local tracks' state shown to the peer beyond the toggles (screen-share.js sets `screen`). */
+  #extraState = { screen: false };
+
+  /**
+   * @param {object} o
+   * @param {Document} o.doc
+   * @param {(...args: unknown[]) => void} [o.log]
+   */
+  constructor({ doc = document, log = () => {} } = {}) {
+    this.#doc = doc;
+    this.#log = log;
+    const extras = doc.getElementById('callExtras');
+    const panel = doc.getElementById('callPanel');
+    const remote = doc.getElementById('remoteVideo');
+    if (!extras || !panel || !remote?.parentElement) throw new Error('index.html lacks #callExtras, #callPanel or #remoteVideo');
+    this.#peerView = new PeerStateView(remote.parentElement);
+
+    this.#bar = h('div', { class: 'extras-bar', role: 'group', 'aria-label': 'More call controls', hidden: true });
+    extras.append(this.#bar);
+    this.#panel = panel;
+    panel.hidden = true;
+
+    this.#chat = new Chat({
+      send: (text) => this.#link?.send({ type: 'chat', text }) ?? false,
+      isVisible: () => !this.#chat.section.hidden && !this.#panel.hidden && doc.visibilityState !== 'hidden',
+      onUnread: (n) => this.#showUnread(n),
+    });
+    this.#chatBadge = h('span', { id: 'chatUnread', class: 'badge', 'aria-hidden': 'true', hidden: true });
+    this.#chatBtn = this.#barButton('chatBtn', 'chat', 'Chat', () => this.#toggleSection(this.#chat.section, () => this.#chat.focus()));
+    this.#chatBtn.append(this.#chatBadge);
+    panel.append(this.#chat.section);
+    doc.addEventListener('visibilitychange', () => {
+      if (this.#sectionShown(this.#chat.section)) this.#chat.markRead();
+    });
+  }
+
+  callStarted(peer) {
+    this.#detach();
+    this.#peer = peer;
+    this.#peerView.reset(peer);
+    this.#chat.reset(peer);
+    this.#bar.hidden = true;
+  }
+
+  /** @param {RTCPeerConnection} pc */
+  connection(pc) {
+    this.#detach();
+    const link = new PeerLink(pc, this.#log);
+    this.#link = link;
+    link.addEventListener('open', () => {
+      this.#bar.hidden = false;
+      this.#chat.setReady(true);
+      this.#sendState();
+    });
+    link.addEventListener('close', () => {
+      this.#chat.setReady(false);
+      this.#peerView.show(null);
+    });
+    link.addEventListener('message', (e) => this.#onMessage(e.detail));
+  }
+
+  callEnded() {
+    this.#detach();
+    this.#peer = null;
+    this.#peerView.show(null);
+    this.#bar.hidden = true;
+    this.#closeSections();
+  }
+
+  localState({ micMuted, cameraOff }) {
+    this.#local = { micMuted, cameraOff };
+    this.#sendState();
+  }
+
+  localStream(stream) {
+    this.#stream = stream;
+    this.#sendState();
+  }
+
+  /** For tests and debugging (window.duet.state.features). */
+  get debugState() {
+    return Object.freeze({ linkOpen: this.#link?.open ?? false });
+  }
+
+  #detach() {
+    this.#link?.close();
+    this.#link = null;
+    this.#chat.setReady(false);
+  }
+
+  #sendState() {
+    const s = this.#stream;
+    this.#link?.send({
+      type: 'state',
+      micMuted: this.#local.micMuted,
+      cameraOff: this.#local.cameraOff,
+      audio: !!s?.getAudioTracks().length,
+      video: !!s?.getVideoTracks().length,
+      screen: this.#extraState.screen,
+    });
+  }
+
+  #onMessage(m) {
+    switch (m.type) {
+      case 'state':
+        this.#peerView.show(m);
+        return;
+      case 'chat':
+        this.#chat.received(m.text);
+        return;
+    }
+  }
+
+  #showUnread(n) {
+    this.#chatBadge.hidden = n === 0;
+    this.#chatBadge.textContent = String(n);
+    this.#chatBtn.setAttribute('aria-label', n === 0 ? 'Chat' : `Chat, ${n} unread`);
+  }
+
+  #barButton(id, iconName, label, onClick) {
+    const button = h('button', { id, type: 'button', class: 'btn btn-icon', 'aria-label': label, title: label }, icon(iconName));
+    button.addEventListener('click', onClick);
+    this.#bar.append(button);
+    return button;
+  }
+
+  #sectionShown(section) {
+    return !section.hidden && !this.#panel.hidden;
+  }
+
+  /** Show a panel section (or hide it if shown); the panel is shown while any section is. */
+  #toggleSection(section, then = () => {}) {
+    const show = !this.#sectionShown(section);
+    section.hidden = !show;
+    this.#refreshPanel();
+    if (show) then();
+  }
+
+  #openSection(section) {
+    section.hidden = false;
+    this.#refreshPanel();
+  }
+
+  #closeSections() {
+    for (const section of this.#panel.querySelectorAll('.panel-section')) section.hidden = true;
+    this.#refreshPanel();
+  }
+
+  #refreshPanel() {
+    const sections = [...this.#panel.querySelectorAll('.panel-section')];
+    this.#panel.hidden = !sections.some((s) => !s.hidden);
+    this.#chatBtn.setAttribute('aria-expanded', String(this.#sectionShown(this.#chat.section)));
+    if (this.#sectionShown(this.#chat.section)) this.#chat.markRead();
+  }
+}
