@@ -7,6 +7,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
   acceptIncoming,
   closeUser,
@@ -26,6 +29,14 @@ let server;
 let browser;
 let alice;
 let bob;
+/** Files to pick in the pages' file inputs (a path: Chromium reads it itself). */
+const filesDir = mkdtempSync(join(tmpdir(), 'duet-peer-'));
+
+function fileOf(name, content) {
+  const path = join(filesDir, name);
+  writeFileSync(path, content);
+  return path;
+}
 
 before(async () => {
   server = await new DuetServer().start();
@@ -43,6 +54,7 @@ after(async () => {
   await closeUser(bob);
   await browser?.close();
   await server?.stop();
+  rmSync(filesDir, { recursive: true, force: true });
 });
 
 /** Whether the element matching `selector` is shown (present and not [hidden] up the tree). */
@@ -119,4 +131,79 @@ test('chat messages arrive both ways, with an unread count while the chat is clo
   assert.equal(await bob.page.inputValue('#chatInput'), '', 'the sent message stayed in the input');
   assert.equal(await alice.page.locator('#chatLog .chat-me').count(), 1);
   await bob.page.screenshot({ path: screenshotPath('peer-chat-bob.png') });
+});
+
+/** Record every value the page's file progress bars take (a MutationObserver, in the page). */
+function recordProgress(page) {
+  return page.evaluate(() => {
+    window.__progress = [];
+    const seen = (bar) => {
+      const values = window.__progress;
+      if (values[values.length - 1] !== bar.value) values.push(bar.value);
+    };
+    new MutationObserver((records) => {
+      for (const r of records) {
+        if (r.target instanceof HTMLProgressElement) seen(r.target);
+        for (const n of r.addedNodes ?? []) for (const bar of n.querySelectorAll?.('progress') ?? []) seen(bar);
+      }
+    }).observe(document.querySelector('#callPanel'), { subtree: true, childList: true, attributes: true, attributeFilter: ['value'] });
+  });
+}
+
+test('a 20 MB file goes from alice to bob intact, with the progress bar moving on both sides', async () => {
+  const size = 20 * 1024 * 1024;
+  const content = randomBytes(size);
+  const want = createHash('sha256').update(content).digest('hex');
+  await recordProgress(alice.page);
+  await recordProgress(bob.page);
+  const t0 = Date.now();
+  await alice.page.setInputFiles('#fileInput', fileOf('holiday.bin', content));
+  await bob.page.waitForSelector('#fileList .file-in a[download]', { timeout: 120_000 });
+  const ms = Date.now() - t0;
+  const got = await bob.page.evaluate(async () => {
+    const a = document.querySelector('#fileList .file-in a[download]');
+    const bytes = await (await fetch(a.href)).arrayBuffer();
+    const digest = await crypto.subtle.digest('SHA-256', bytes);
+    return { name: a.getAttribute('download'), size: bytes.byteLength, sha256: [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('') };
+  });
+  assert.deepEqual(got, { name: 'holiday.bin', size, sha256: want });
+  await alice.page.waitForFunction(() => /Sent to bob/.test(document.querySelector('#fileList .file-out .file-status')?.textContent ?? ''));
+  for (const u of [alice, bob]) {
+    const values = await u.page.evaluate(() => window.__progress);
+    const distinct = new Set(values);
+    assert.ok(distinct.size >= 5, `${u.name}'s progress bar took only ${distinct.size} values: ${values.join(', ')}`);
+    assert.equal(Math.max(...values), size, `${u.name}'s progress bar did not reach the end`);
+    const rising = values.every((v, i) => i === 0 || v >= values[i - 1]);
+    assert.ok(rising, `${u.name}'s progress went backwards: ${values.join(', ')}`);
+  }
+  console.log(`TIMING file 20 MiB alice -> bob over the data channel: ${ms} ms (${((size / 1e6) / (ms / 1000)).toFixed(1)} MB/s)`);
+  await bob.page.screenshot({ path: screenshotPath('peer-file-bob.png') });
+});
+
+test('the receiver cancels a file mid-way: both sides say so and no download is offered', async () => {
+  const size = 20 * 1024 * 1024;
+  // Alice cancels as soon as her bar first moves (in the page, so no race with the end).
+  await alice.page.evaluate(() => {
+    const list = document.querySelector('#fileList');
+    const before = list.querySelectorAll('.file-in').length;
+    const observer = new MutationObserver(() => {
+      const rows = list.querySelectorAll('.file-in');
+      if (rows.length <= before) return;
+      const row = rows[rows.length - 1];
+      if (row.querySelector('progress').value > 0) {
+        observer.disconnect();
+        row.querySelector('.file-cancel').click();
+      }
+    });
+    observer.observe(list, { subtree: true, childList: true, attributes: true, attributeFilter: ['value'] });
+  });
+  await bob.page.setInputFiles('#fileInput', fileOf('too-big.bin', randomBytes(size)));
+  await bob.page.waitForFunction(() => /alice cancelled it/.test(document.querySelector('#fileList .file-out .file-status')?.textContent ?? ''), null, { timeout: 60_000 });
+  const aliceRow = await alice.page.evaluate(() => {
+    const rows = document.querySelectorAll('#fileList .file-in');
+    const row = rows[rows.length - 1];
+    return { status: row.querySelector('.file-status').textContent, link: !!row.querySelector('a'), cancel: !!row.querySelector('.file-cancel') };
+  });
+  assert.deepEqual(aliceRow, { status: 'You cancelled it.', link: false, cancel: false });
+  assert.equal(await bob.page.locator('#fileList .file-out .file-cancel').count(), 0);
 });

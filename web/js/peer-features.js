@@ -13,6 +13,7 @@
 
 import { Chat } from './chat.js';
 import { h, icon } from './dom.js';
+import { FileTransfers } from './file-transfer.js';
 import { PeerLink } from './peer-link.js';
 import { PeerStateView } from './peer-state.js';
 
@@ -25,6 +26,8 @@ export class PeerFeatures {
   #chat;
   #chatBtn;
   #chatBadge;
+  #files;
+  #fileBtn;
 
   /** The data channels of the current connection, or null outside a call. */
   #link = null;
@@ -63,6 +66,16 @@ export class PeerFeatures {
     this.#chatBtn = this.#barButton('chatBtn', 'chat', 'Chat', () => this.#toggleSection(this.#chat.section, () => this.#chat.focus()));
     this.#chatBtn.append(this.#chatBadge);
     panel.append(this.#chat.section);
+
+    this.#files = new FileTransfers({ onActivity: () => this.#openSection(this.#files.section), log });
+    const fileInput = h('input', { id: 'fileInput', type: 'file', multiple: true, hidden: true, 'aria-hidden': 'true', tabindex: '-1' });
+    fileInput.addEventListener('change', () => {
+      for (const file of fileInput.files ?? []) this.#files.send(file);
+      fileInput.value = '';
+    });
+    this.#fileBtn = this.#barButton('fileBtn', 'file', 'Send a file', () => fileInput.click());
+    this.#bar.append(fileInput);
+    panel.append(this.#files.section);
     doc.addEventListener('visibilitychange', () => {
       if (this.#sectionShown(this.#chat.section)) this.#chat.markRead();
     });
@@ -73,6 +86,7 @@ export class PeerFeatures {
     this.#peer = peer;
     this.#peerView.reset(peer);
     this.#chat.reset(peer);
+    this.#files.reset(peer);
     this.#bar.hidden = true;
   }
 
@@ -81,6 +95,7 @@ export class PeerFeatures {
     this.#detach();
     const link = new PeerLink(pc, this.#log);
     this.#link = link;
+    this.#files.attach(link.file);
     link.addEventListener('open', () => {
       this.#bar.hidden = false;
       this.#chat.setReady(true);
@@ -98,7 +113,9 @@ export class PeerFeatures {
     this.#peer = null;
     this.#peerView.show(null);
     this.#bar.hidden = true;
-    this.#closeSections();
+    // The files stay listed (received ones not yet saved), until the next call starts.
+    this.#chat.section.hidden = true;
+    this.#refreshPanel();
   }
 
   localState({ micMuted, cameraOff }) {
@@ -120,6 +137,7 @@ export class PeerFeatures {
     this.#link?.close();
     this.#link = null;
     this.#chat.setReady(false);
+    this.#files.detach();
   }
 
   #sendState() {
@@ -172,11 +190,6 @@ export class PeerFeatures {
 
   #openSection(section) {
     section.hidden = false;
-    this.#refreshPanel();
-  }
-
-  #closeSections() {
-    for (const section of this.#panel.querySelectorAll('.panel-section')) section.hidden = true;
     this.#refreshPanel();
   }
 
