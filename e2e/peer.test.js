@@ -40,8 +40,11 @@ function fileOf(name, content) {
 
 before(async () => {
   server = await new DuetServer().start();
-  // Two fake cameras, so a camera can be switched mid-call.
-  browser = await launchBrowser({ args: ['--use-fake-device-for-media-stream=device-count=2'] });
+  // Three fake cameras, so a camera can be switched mid-call. Chromium's second fake
+  // camera (fake_device_1) is a depth camera (Y16 frames) that shows in a <video> but that
+  // WebRTC does not send (measured: framesSent stays put after replaceTrack); the third
+  // (fake_device_2, MJPEG) is sent like the first.
+  browser = await launchBrowser({ args: ['--use-fake-device-for-media-stream=device-count=3'] });
   alice = await login(await openUser(browser, server.baseUrl), 'alice');
   bob = await login(await openUser(browser, server.baseUrl), 'bob');
 });
@@ -206,4 +209,93 @@ test('the receiver cancels a file mid-way: both sides say so and no download is 
   });
   assert.deepEqual(aliceRow, { status: 'You cancelled it.', link: false, cancel: false });
   assert.equal(await bob.page.locator('#fileList .file-out .file-cancel').count(), 0);
+});
+
+/** The track the page's peer connection sends for `kind`: {id, label}, or null. */
+function sentTrack(page, kind) {
+  return page.evaluate((k) => {
+    const t = window.duet.state.pc?.getSenders().find((s) => s.track?.kind === k)?.track;
+    return t ? { id: t.id, label: t.label, live: t.readyState === 'live' } : null;
+  }, kind);
+}
+
+/** The remote <video>'s picture size on the page. */
+function remoteSize(page) {
+  return page.evaluate(() => {
+    const v = document.querySelector('#remoteVideo');
+    return { w: v.videoWidth, h: v.videoHeight };
+  });
+}
+
+test('alice switches camera and microphone mid-call: the sent tracks change and bob keeps decoding', async () => {
+  await startFrameLog(bob.page);
+  // Media flows before the switch.
+  await waitFramesGrow(bob.page, { frames: 15 });
+  await alice.page.click('#devicesBtn');
+  await alice.page.waitForFunction(() => document.querySelectorAll('#cameraSelect option').length === 3);
+  const before = await sentTrack(alice.page, 'video');
+  assert.equal(before.label, 'fake_device_0');
+  const other = await alice.page.evaluate(() => [...document.querySelectorAll('#cameraSelect option')].find((o) => o.textContent === 'fake_device_2').value);
+  const switchedAt = Date.now();
+  await alice.page.selectOption('#cameraSelect', other);
+  await alice.page.waitForFunction(() => window.duet.state.pc.getSenders().some((s) => s.track?.label === 'fake_device_2'));
+  const after = await sentTrack(alice.page, 'video');
+  assert.notEqual(after.id, before.id, 'the sender still has the old track');
+  assert.equal(after.live, true);
+  // The self-view and the toggles use the new track too; the old one is stopped.
+  const local = await alice.page.evaluate(() => window.duet.state.localStream.getVideoTracks().map((t) => t.label));
+  assert.deepEqual(local, ['fake_device_2']);
+  await waitFramesGrow(bob.page, { sinceMs: switchedAt, frames: 15 });
+  assert.match(await alice.page.textContent('#deviceStatus'), /Camera: fake_device_2/);
+
+  const mic = await sentTrack(alice.page, 'audio');
+  const otherMic = await alice.page.evaluate(() => [...document.querySelectorAll('#micSelect option')].find((o) => !o.selected).value);
+  await alice.page.selectOption('#micSelect', otherMic);
+  await alice.page.waitForFunction((id) => {
+    const t = window.duet.state.pc.getSenders().find((s) => s.track?.kind === 'audio')?.track;
+    return t && t.id !== id && t.readyState === 'live';
+  }, mic.id);
+
+  // Bob's speaker: the remote video plays on the output he picks.
+  await bob.page.click('#devicesBtn');
+  await bob.page.waitForFunction(() => document.querySelectorAll('#speakerSelect option').length > 1);
+  const speaker = await bob.page.evaluate(() => [...document.querySelectorAll('#speakerSelect option')].find((o) => !o.selected).value);
+  await bob.page.selectOption('#speakerSelect', speaker);
+  await bob.page.waitForFunction((id) => document.querySelector('#remoteVideo').sinkId === id, speaker);
+  await alice.page.click('#devicesBtn');
+  await bob.page.click('#devicesBtn');
+});
+
+test('alice shares her screen: the sent track changes, bob decodes it (16:9) and sees it named, then the camera comes back', async () => {
+  const camera = await sentTrack(alice.page, 'video');
+  const cameraSize = await remoteSize(bob.page);
+  assert.ok(Math.abs(cameraSize.w / cameraSize.h - 4 / 3) < 0.05, `camera picture is ${cameraSize.w}x${cameraSize.h}`);
+  const sharedAt = Date.now();
+  await alice.page.click('#screenBtn');
+  await alice.page.waitForFunction(() => window.duet.features.sharingScreen);
+  const screen = await sentTrack(alice.page, 'video');
+  assert.notEqual(screen.id, camera.id);
+  assert.match(screen.label, /^screen/);
+  assert.equal(await alice.page.getAttribute('#screenBtn', 'aria-pressed'), 'true');
+  assert.equal(await alice.page.getAttribute('#screenBtn', 'aria-label'), 'Stop sharing the screen');
+  await bob.page.waitForFunction(() => {
+    const v = document.querySelector('#remoteVideo');
+    return v.videoHeight > 0 && Math.abs(v.videoWidth / v.videoHeight - 16 / 9) < 0.05;
+  }, null, { timeout: 20_000 });
+  await waitFramesGrow(bob.page, { sinceMs: sharedAt, frames: 15 });
+  await bob.page.waitForFunction(() => document.querySelector('#peerScreen').checkVisibility());
+  assert.equal(await bob.page.textContent('#peerScreen'), 'alice is sharing the screen');
+  console.log(`TIMING screen share: bob's picture 16:9 after ${Date.now() - sharedAt} ms (${JSON.stringify(await remoteSize(bob.page))})`);
+  await bob.page.screenshot({ path: screenshotPath('peer-screen-bob.png') });
+
+  const stoppedAt = Date.now();
+  await alice.page.click('#screenBtn');
+  await alice.page.waitForFunction(() => !window.duet.features.sharingScreen);
+  assert.equal((await sentTrack(alice.page, 'video')).id, camera.id, 'the camera did not come back on the sender');
+  await bob.page.waitForFunction(() => {
+    const v = document.querySelector('#remoteVideo');
+    return v.videoHeight > 0 && Math.abs(v.videoWidth / v.videoHeight - 4 / 3) < 0.05;
+  }, null, { timeout: 20_000 });
+  await waitFramesGrow(bob.page, { sinceMs: stoppedAt, frames: 15 });
+  await bob.page.waitForFunction(() => !document.querySelector('#peerScreen').checkVisibility());
 });

@@ -241,6 +241,19 @@ export class App {
     }
   }
 
+  /**
+   * Ask for the camera and microphone again (after permission was refused or a device
+   * was missing); resolves to the new stream or null. The next call uses it.
+   */
+  async retryMedia() {
+    const before = this.#media;
+    await before;
+    if (this.#media !== before) return this.#media;
+    for (const track of this.#localStream?.getTracks() ?? []) track.stop();
+    this.#media = this.#startMedia();
+    return this.#media;
+  }
+
   toggleMic() {
     this.#micMuted = !this.#micMuted;
     this.#applyToggles();

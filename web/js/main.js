@@ -11,7 +11,11 @@ import { createUi } from './ui.js';
 
 const ui = createUi(document);
 const signaling = new Signaling(signalingUrl(window.location));
-const features = new PeerFeatures({ doc: document, log: console.debug.bind(console) });
+const features = new PeerFeatures({
+  doc: document,
+  retryMedia: () => app.retryMedia(),
+  log: console.debug.bind(console),
+});
 const app = new App({
   features,
   signaling,

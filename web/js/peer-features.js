@@ -12,10 +12,12 @@
 //   localStream(stream) our camera/microphone stream (null: none)
 
 import { Chat } from './chat.js';
+import { Devices } from './devices.js';
 import { h, icon } from './dom.js';
 import { FileTransfers } from './file-transfer.js';
 import { PeerLink } from './peer-link.js';
 import { PeerStateView } from './peer-state.js';
+import { ScreenShare } from './screen-share.js';
 
 export class PeerFeatures {
   #doc;
@@ -28,6 +30,12 @@ export class PeerFeatures {
   #chatBadge;
   #files;
   #fileBtn;
+  #devices;
+  #screen;
+  #screenBtn;
+  #status;
+  /** The current call's connection, or null outside a call. @type {RTCPeerConnection | null} */
+  #pc = null;
 
   /** The data channels of the current connection, or null outside a call. */
   #link = null;
@@ -41,9 +49,11 @@ export class PeerFeatures {
   /**
    * @param {object} o
    * @param {Document} o.doc
+   * @param {() => Promise<MediaStream | null>} [o.retryMedia] open the camera and microphone again (App.retryMedia)
+   * @param {MediaDevices} [o.mediaDevices]
    * @param {(...args: unknown[]) => void} [o.log]
    */
-  constructor({ doc = document, log = () => {} } = {}) {
+  constructor({ doc = document, retryMedia = async () => null, mediaDevices = globalThis.navigator?.mediaDevices, log = () => {} } = {}) {
     this.#doc = doc;
     this.#log = log;
     const extras = doc.getElementById('callExtras');
@@ -52,8 +62,9 @@ export class PeerFeatures {
     if (!extras || !panel || !remote?.parentElement) throw new Error('index.html lacks #callExtras, #callPanel or #remoteVideo');
     this.#peerView = new PeerStateView(remote.parentElement);
 
-    this.#bar = h('div', { class: 'extras-bar', role: 'group', 'aria-label': 'More call controls', hidden: true });
-    extras.append(this.#bar);
+    this.#bar = h('div', { class: 'extras-bar', role: 'group', 'aria-label': 'More call controls' });
+    this.#status = h('p', { id: 'extrasStatus', class: 'extras-status', role: 'status' });
+    extras.append(this.#bar, this.#status);
     this.#panel = panel;
     panel.hidden = true;
 
@@ -76,6 +87,29 @@ export class PeerFeatures {
     this.#fileBtn = this.#barButton('fileBtn', 'file', 'Send a file', () => fileInput.click());
     this.#bar.append(fileInput);
     panel.append(this.#files.section);
+
+    this.#screen = new ScreenShare({
+      mediaDevices,
+      getVideoSender: () => this.#senders().find((s) => s.track?.kind === 'video' && s.track.readyState === 'live') ?? null,
+      getCameraTrack: () => this.#stream?.getVideoTracks()[0] ?? null,
+      onChange: (sharing, error) => this.#screenChanged(sharing, error),
+      log,
+    });
+    this.#screenBtn = this.#barButton('screenBtn', 'screen', 'Share the screen', () => this.#screen.toggle());
+    this.#screenBtn.setAttribute('aria-pressed', 'false');
+    this.#screenBtn.hidden = !this.#screen.supported;
+
+    this.#devices = new Devices({
+      mediaDevices,
+      getStream: () => this.#stream,
+      getSenders: () => this.#senders(),
+      retry: retryMedia,
+      output: remote,
+      log,
+    });
+    this.#barButton('devicesBtn', 'devices', 'Devices', () => this.#toggleSection(this.#devices.section, () => this.#devices.refresh()));
+    panel.append(this.#devices.section);
+    this.#showCallButtons(false);
     doc.addEventListener('visibilitychange', () => {
       if (this.#sectionShown(this.#chat.section)) this.#chat.markRead();
     });
@@ -87,17 +121,18 @@ export class PeerFeatures {
     this.#peerView.reset(peer);
     this.#chat.reset(peer);
     this.#files.reset(peer);
-    this.#bar.hidden = true;
+    this.#showCallButtons(false);
   }
 
   /** @param {RTCPeerConnection} pc */
   connection(pc) {
     this.#detach();
+    this.#pc = pc;
     const link = new PeerLink(pc, this.#log);
     this.#link = link;
     this.#files.attach(link.file);
     link.addEventListener('open', () => {
-      this.#bar.hidden = false;
+      this.#showCallButtons(true);
       this.#chat.setReady(true);
       this.#sendState();
     });
@@ -112,7 +147,7 @@ export class PeerFeatures {
     this.#detach();
     this.#peer = null;
     this.#peerView.show(null);
-    this.#bar.hidden = true;
+    this.#showCallButtons(false);
     // The files stay listed (received ones not yet saved), until the next call starts.
     this.#chat.section.hidden = true;
     this.#refreshPanel();
@@ -125,12 +160,13 @@ export class PeerFeatures {
 
   localStream(stream) {
     this.#stream = stream;
+    this.#devices.streamChanged(stream);
     this.#sendState();
   }
 
   /** For tests and debugging (window.duet.state.features). */
   get debugState() {
-    return Object.freeze({ linkOpen: this.#link?.open ?? false });
+    return Object.freeze({ linkOpen: this.#link?.open ?? false, sharingScreen: this.#screen.sharing });
   }
 
   #detach() {
@@ -138,6 +174,30 @@ export class PeerFeatures {
     this.#link = null;
     this.#chat.setReady(false);
     this.#files.detach();
+    // The shared screen was on the old connection's sender; the new one sends the camera.
+    this.#screen.stop({ restore: false });
+    this.#pc = null;
+  }
+
+  #senders() {
+    return this.#pc && this.#pc.connectionState !== 'closed' ? this.#pc.getSenders() : [];
+  }
+
+  /** Chat, files and screen need a call with an open channel; devices work any time. */
+  #showCallButtons(inCall) {
+    for (const id of ['chatBtn', 'fileBtn']) this.#bar.querySelector(`#${id}`).hidden = !inCall;
+    this.#screenBtn.hidden = !inCall || !this.#screen.supported;
+  }
+
+  #screenChanged(sharing, error) {
+    this.#extraState.screen = sharing;
+    this.#screenBtn.setAttribute('aria-pressed', String(sharing));
+    const label = sharing ? 'Stop sharing the screen' : 'Share the screen';
+    this.#screenBtn.setAttribute('aria-label', label);
+    this.#screenBtn.title = label;
+    this.#status.textContent = error ?? (sharing ? 'You are sharing your screen.' : '');
+    this.#status.dataset.kind = error ? 'error' : 'info';
+    this.#sendState();
   }
 
   #sendState() {
