@@ -299,3 +299,29 @@ test('alice shares her screen: the sent track changes, bob decodes it (16:9) and
   await waitFramesGrow(bob.page, { sinceMs: stoppedAt, frames: 15 });
   await bob.page.waitForFunction(() => !document.querySelector('#peerScreen').checkVisibility());
 });
+
+test('camera and microphone refused, then allowed: "Try again" brings them back without a reload', async () => {
+  // A browser that asks for permission (no auto-accept): refused until the context grants it.
+  const asking = await launchBrowser({ askForMedia: true, args: ['--use-fake-device-for-media-stream=device-count=3'] });
+  let carol;
+  try {
+    carol = await login(await openUser(asking, server.baseUrl), 'carol', { expectMedia: false });
+    await carol.page.waitForFunction(() => /permission denied/i.test(document.querySelector('#callStatus').textContent), null, { timeout: 15_000 });
+    assert.equal(await carol.page.evaluate(() => window.duet.state.localStream), null);
+    await carol.page.click('#devicesBtn');
+    await carol.page.waitForSelector('#mediaRetryBtn:not([hidden])');
+    await carol.context.grantPermissions(['camera', 'microphone'], { origin: server.baseUrl });
+    await carol.page.click('#mediaRetryBtn');
+    await carol.page.waitForFunction(() => {
+      const v = document.querySelector('#localVideo');
+      return v.srcObject && v.videoWidth > 0;
+    });
+    assert.equal(await carol.page.textContent('#deviceStatus'), 'Camera and microphone are on.');
+    assert.equal(await carol.page.isHidden('#mediaRetryBtn'), true);
+    const tracks = await carol.page.evaluate(() => window.duet.state.localStream.getTracks().map((t) => t.kind).sort());
+    assert.deepEqual(tracks, ['audio', 'video']);
+  } finally {
+    await closeUser(carol);
+    await asking.close();
+  }
+});

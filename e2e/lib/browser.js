@@ -27,12 +27,15 @@ const ARGS = [
 ];
 
 /**
- * @param {{args?: string[], executablePath?: string}} [options] extra Chromium flags (e.g.
+ * @param {{args?: string[], executablePath?: string, askForMedia?: boolean}} [options] extra Chromium flags (e.g.
  *   --ignore-certificate-errors); another executable (the network lab's, or
  *   NetNs.chromiumWrapper, which run Chromium inside a namespace)
  */
-export async function launchBrowser({ args = [], executablePath = CHROMIUM } = {}) {
-  return chromium.launch({ executablePath, headless: true, args: [...ARGS, ...args] });
+export async function launchBrowser({ args = [], executablePath = CHROMIUM, askForMedia = false } = {}) {
+  // askForMedia: camera and microphone need the context's permission (grantPermissions),
+  // as for a user who has not allowed them yet; without it getUserMedia is refused.
+  const base = askForMedia ? ARGS.filter((a) => a !== '--use-fake-ui-for-media-stream') : ARGS;
+  return chromium.launch({ executablePath, headless: true, args: [...base, ...args] });
 }
 
 /**
