@@ -325,3 +325,23 @@ test('camera and microphone refused, then allowed: "Try again" brings them back 
     await asking.close();
   }
 });
+
+test('bob reloads mid-call: the re-joined connection has new channels, alice\'s state and chat come back', async () => {
+  await alice.page.click('#muteBtn');
+  await bob.page.waitForFunction(() => document.querySelector('#peerMicOff')?.checkVisibility());
+  const rejoinsBefore = await alice.page.evaluate(() => window.duet.state.rejoins);
+  await bob.page.reload();
+  await waitCallState(bob.page, 'connected', 30_000);
+  await alice.page.waitForFunction((n) => window.duet.state.rejoins > n, rejoinsBefore, { timeout: 30_000 });
+  for (const u of [alice, bob]) {
+    await u.page.waitForFunction(() => window.duet.features.linkOpen, null, { timeout: 20_000 });
+  }
+  // The state is sent again on the new channel: bob's fresh page knows alice is muted.
+  await bob.page.waitForFunction(() => document.querySelector('#peerMicOff')?.checkVisibility());
+  await bob.page.click('#chatBtn');
+  await bob.page.fill('#chatInput', 'back again');
+  await bob.page.press('#chatInput', 'Enter');
+  await alice.page.waitForFunction(() => [...document.querySelectorAll('#chatLog .chat-them .chat-text')].some((e) => e.textContent === 'back again'));
+  await alice.page.click('#muteBtn');
+  await bob.page.waitForFunction(() => !document.querySelector('#peerMicOff').checkVisibility());
+});
