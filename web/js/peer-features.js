@@ -33,6 +33,7 @@ export class PeerFeatures {
   #devices;
   #screen;
   #screenBtn;
+  #devicesBtn;
   #status;
   /** The current call's connection, or null outside a call. @type {RTCPeerConnection | null} */
   #pc = null;
@@ -107,9 +108,12 @@ export class PeerFeatures {
       output: remote,
       log,
     });
-    this.#barButton('devicesBtn', 'devices', 'Devices', () => this.#toggleSection(this.#devices.section, () => this.#devices.refresh()));
+    this.#devicesBtn = this.#barButton('devicesBtn', 'devices', 'Devices', () => this.#toggleSection(this.#devices.section, () => this.#devices.refresh()));
+    this.#chatBtn.setAttribute('aria-controls', 'chatPanel');
+    this.#devicesBtn.setAttribute('aria-controls', 'devicesPanel');
     panel.append(this.#devices.section);
     this.#showCallButtons(false);
+    this.#refreshPanel();
     doc.addEventListener('visibilitychange', () => {
       if (this.#sectionShown(this.#chat.section)) this.#chat.markRead();
     });
@@ -257,6 +261,7 @@ export class PeerFeatures {
     const sections = [...this.#panel.querySelectorAll('.panel-section')];
     this.#panel.hidden = !sections.some((s) => !s.hidden);
     this.#chatBtn.setAttribute('aria-expanded', String(this.#sectionShown(this.#chat.section)));
+    this.#devicesBtn.setAttribute('aria-expanded', String(this.#sectionShown(this.#devices.section)));
     if (this.#sectionShown(this.#chat.section)) this.#chat.markRead();
   }
 }
