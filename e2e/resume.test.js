@@ -334,6 +334,12 @@ test('network change: a browser moves to a new address mid-call; media comes bac
     assert.notEqual((await selectedPath(alice.page)).ufrag, aliceUfrag, 'the ICE credentials did not change: no restart');
     const counts = await alice.page.evaluate(() => ({ iceRestarts: window.duet.state.iceRestarts, rejoins: window.duet.state.rejoins }));
     assert.equal(counts.rejoins, 0, 'the same connection, restarted, not a new one');
+    // The call's data channel lives on the same connection and so outlasts the restart:
+    // alice's mute reaches bob over it (peer-features.js).
+    assert.equal(await bob.page.evaluate(() => window.duet.features.linkOpen), true, "bob's data channel closed in the ICE restart");
+    await alice.page.click('#muteBtn');
+    await bob.page.waitForFunction(() => document.querySelector('#peerMicOff')?.checkVisibility(), null, { timeout: 10_000 });
+    await alice.page.click('#muteBtn');
     const resumed = Math.max(back.alice.resumedAt, back.bob.resumedAt);
     console.log(
       `TIMING network change: frames again ${resumed - t0} ms after the address moved ` +

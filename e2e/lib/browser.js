@@ -27,12 +27,15 @@ export const CHROMIUM_ARGS = [
 ];
 
 /**
- * @param {{args?: string[], executablePath?: string}} [options] extra Chromium flags (e.g.
+ * @param {{args?: string[], executablePath?: string, askForMedia?: boolean}} [options] extra Chromium flags (e.g.
  *   --ignore-certificate-errors); another executable (the network lab's, or
  *   NetNs.chromiumWrapper, which run Chromium inside a namespace)
  */
-export async function launchBrowser({ args = [], executablePath = CHROMIUM } = {}) {
-  return chromium.launch({ executablePath, headless: true, args: [...CHROMIUM_ARGS, ...args] });
+export async function launchBrowser({ args = [], executablePath = CHROMIUM, askForMedia = false } = {}) {
+  // askForMedia: camera and microphone need the context's permission (grantPermissions),
+  // as for a user who has not allowed them yet; without it getUserMedia is refused.
+  const base = askForMedia ? CHROMIUM_ARGS.filter((a) => a !== '--use-fake-ui-for-media-stream') : CHROMIUM_ARGS;
+  return chromium.launch({ executablePath, headless: true, args: [...base, ...args] });
 }
 
 /**

@@ -51,6 +51,8 @@ export class App {
   #store;
   /** Ringtone, ringback, notification (ringing.js); a silent stand-in under Node. */
   #ringing;
+  /** The call's peer-to-peer extras (peer-features.js): told of each call, connection and toggle. */
+  #features;
 
   /** Our name once logged in (kept across reconnects, and across a reload by the store). */
   #name = null;
@@ -105,9 +107,10 @@ export class App {
    */
   #attempt = null;
 
-  constructor({ signaling, ui, openMedia, options = {}, store = new SessionStore(null), ringing = SILENT, log = console.debug.bind(console) }) {
+  constructor({ signaling, ui, openMedia, options = {}, store = new SessionStore(null), ringing = SILENT, features = NO_FEATURES, log = console.debug.bind(console) }) {
     this.#signaling = signaling;
     this.#ringing = ringing;
+    this.#features = features;
     this.#ui = ui;
     this.#openMedia = openMedia;
     this.#options = options;
@@ -272,6 +275,19 @@ export class App {
     this.#signaling.start();
     this.#ui.showLogin(name);
     this.#ui.setLoginStatus(`Signed out. Sign in again to take calls.`, 'ok');
+  }
+
+  /**
+   * Ask for the camera and microphone again (after permission was refused or a device
+   * was missing); resolves to the new stream or null. The next call uses it.
+   */
+  async retryMedia() {
+    const before = this.#media;
+    await before;
+    if (this.#media !== before) return this.#media;
+    for (const track of this.#localStream?.getTracks() ?? []) track.stop();
+    this.#media = this.#startMedia();
+    return this.#media;
   }
 
   toggleMic() {
@@ -762,6 +778,7 @@ export class App {
       refreshSignaling: () => !attempt.peerAway && this.#refreshSignaling(),
       log: this.#log,
     });
+    this.#features.callStarted(peer);
     this.#wirePeerCall(attempt);
     this.#attempt = attempt;
     this.#showState(state, peer);
@@ -772,6 +789,8 @@ export class App {
   /** Listen to the attempt's current peer connection (again after a re-join replaced it). */
   #wirePeerCall(attempt) {
     const pc = attempt.peerCall;
+    // Before the connection's first offer or answer: its data channels go into it.
+    this.#features.connection(pc.pc);
     attempt.iceErrors = new IceErrors(pc.pc);
     const live = (fn) => attempt.whileOpen((e) => (attempt.peerCall === pc ? fn(e) : undefined));
     /** This connection had media: losing its path is for the recovery, not "TURN needed". */
@@ -950,6 +969,7 @@ export class App {
     }
     attempt.close();
     this.#attempt = null;
+    this.#features.callEnded();
     this.#saveSession();
     this.#ui.setRemoteStream(null);
     this.#ui.setTimer(null);
@@ -965,6 +985,7 @@ export class App {
     const { stream, problem } = await this.#openMedia();
     this.#localStream = stream;
     this.#ui.setLocalStream(stream);
+    this.#features.localStream(stream);
     this.#ui.setMediaAvailable({
       audio: !!stream?.getAudioTracks().length,
       video: !!stream?.getVideoTracks().length,
@@ -980,6 +1001,7 @@ export class App {
     for (const track of this.#localStream?.getVideoTracks() ?? []) track.enabled = !this.#cameraOff;
     this.#ui.setMicMuted(this.#micMuted);
     this.#ui.setCameraOff(this.#cameraOff);
+    this.#features.localState({ micMuted: this.#micMuted, cameraOff: this.#cameraOff });
   }
 
   #fail(err) {
@@ -992,6 +1014,14 @@ export class App {
 
 /** No sound, no notification: for tests under Node and pages without Web Audio. */
 const SILENT = Object.freeze({ unlock() {}, incoming() {}, ringback() {}, stop() {}, state: null });
+/** No peer-to-peer extras (unit tests, or a page without their containers). */
+const NO_FEATURES = Object.freeze({
+  callStarted() {},
+  connection() {},
+  callEnded() {},
+  localState() {},
+  localStream() {},
+});
 
 function byName(a, b) {
   return a.localeCompare(b);

@@ -3,6 +3,7 @@
 import { App } from './app.js';
 import { signInGate } from './auth.js';
 import { openLocalMedia } from './media.js';
+import { PeerFeatures } from './peer-features.js';
 import { callFromHash, pageOptions, signalingUrl } from './protocol.js';
 import { Ringing } from './ringing.js';
 import { SessionStore } from './session-store.js';
@@ -11,7 +12,13 @@ import { createUi } from './ui.js';
 
 const ui = createUi(document);
 const signaling = new Signaling(signalingUrl(window.location));
+const features = new PeerFeatures({
+  doc: document,
+  retryMedia: () => app.retryMedia(),
+  log: console.debug.bind(console),
+});
 const app = new App({
+  features,
   signaling,
   ui,
   openMedia: () => openLocalMedia(navigator.mediaDevices),
@@ -35,6 +42,9 @@ Object.defineProperty(window, 'duet', {
   value: Object.freeze({
     get state() {
       return app.debugState;
+    },
+    get features() {
+      return features.debugState;
     },
   }),
   writable: false,
