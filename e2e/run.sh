@@ -44,7 +44,7 @@ mkdir -p artifacts
 if [ "$#" -gt 0 ]; then
   TESTS="$*"
 else
-  TESTS="unit/*.test.js embedded.test.js calls.test.js reconnect.test.js resume.test.js turn.test.js tls.test.js proxy.test.js auth.test.js"
+  TESTS="unit/*.test.js embedded.test.js calls.test.js reconnect.test.js resume.test.js turn.test.js tls.test.js proxy.test.js auth.test.js oidc.test.js"
 fi
 
 # Only loopback: nothing a test does can reach (or wait for) another host.
