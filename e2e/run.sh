@@ -16,7 +16,7 @@ E2E_DIR=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$E2E_DIR/.." && pwd)
 cd "$E2E_DIR"
 
-if [ ! -f node_modules/playwright-core/package.json ]; then
+if [ ! -f node_modules/playwright-core/package.json ] || [ ! -f node_modules/oidc-provider/package.json ]; then
   echo "run.sh: installing npm dependencies (npm ci)"
   npm ci --no-audit --no-fund
 fi
