@@ -524,7 +524,7 @@ impl Oidc {
         id_token: &str,
         nonce: &str,
     ) -> Result<Map<String, Value>, OidcError> {
-        let bad = |s: String| OidcError::BadToken(s);
+        let bad = OidcError::BadToken;
         let header = decode_header(id_token).map_err(|e| bad(format!("not a usable JWT: {e}")))?;
         if !ALGORITHMS.contains(&header.alg) {
             return Err(bad(format!(
@@ -595,12 +595,20 @@ impl Oidc {
     /// signs with.
     fn find_key(&self, kid: Option<&str>, alg: Algorithm) -> Option<DecodingKey> {
         use jsonwebtoken::jwk::AlgorithmParameters as Kind;
-        let fits = |jwk: &Jwk| match (&jwk.algorithm, alg) {
-            (Kind::RSA(_), Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512)
-            | (Kind::RSA(_), Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512)
-            | (Kind::EllipticCurve(_), Algorithm::ES256 | Algorithm::ES384)
-            | (Kind::OctetKeyPair(_), Algorithm::EdDSA) => true,
-            _ => false,
+        let fits = |jwk: &Jwk| {
+            matches!(
+                (&jwk.algorithm, alg),
+                (
+                    Kind::RSA(_),
+                    Algorithm::RS256
+                        | Algorithm::RS384
+                        | Algorithm::RS512
+                        | Algorithm::PS256
+                        | Algorithm::PS384
+                        | Algorithm::PS512
+                ) | (Kind::EllipticCurve(_), Algorithm::ES256 | Algorithm::ES384)
+                    | (Kind::OctetKeyPair(_), Algorithm::EdDSA)
+            )
         };
         let keys = lock(&self.keys);
         keys.set
@@ -725,7 +733,7 @@ mod tests {
         let now = SystemTime::now();
         let flow = Flow::new();
         let sealed = flow.seal(&key, now);
-        assert_eq!(Flow::open(&key, &sealed, now), Some(Flow { ..flow }));
+        assert_eq!(Flow::open(&key, &sealed, now).as_ref(), Some(&flow));
         assert_eq!(Flow::open(&key, &sealed, now + FLOW_LIFETIME), None);
         assert_eq!(Flow::open(&CookieKey::derive("other"), &sealed, now), None);
     }
