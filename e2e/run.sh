@@ -17,7 +17,7 @@ E2E_DIR=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$E2E_DIR/.." && pwd)
 cd "$E2E_DIR"
 
-if [ ! -f node_modules/playwright-core/package.json ]; then
+if [ ! -f node_modules/playwright-core/package.json ] || [ ! -f node_modules/oidc-provider/package.json ] || [ ! -f node_modules/axe-core/package.json ]; then
   echo "run.sh: installing npm dependencies (npm ci)"
   npm ci --no-audit --no-fund
 fi
@@ -60,7 +60,7 @@ mkdir -p artifacts
 if [ "$#" -gt 0 ]; then
   TESTS="$*"
 else
-  TESTS="unit/*.test.js embedded.test.js calls.test.js peer.test.js reconnect.test.js resume.test.js turn.test.js tls.test.js proxy.test.js auth.test.js lobby.test.js ringing.test.js a11y.test.js links.test.js install.test.js firefox.test.js"
+  TESTS="unit/*.test.js embedded.test.js calls.test.js peer.test.js reconnect.test.js resume.test.js turn.test.js tls.test.js proxy.test.js auth.test.js oidc.test.js lobby.test.js ringing.test.js a11y.test.js links.test.js install.test.js firefox.test.js"
 fi
 
 # Only loopback: nothing a test does can reach (or wait for) another host.

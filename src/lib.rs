@@ -3,7 +3,8 @@
 //! Module map:
 //! - [`config`]: command-line options (clap, with env fallbacks).
 //! - [`auth`]: who may sign in: the household password (`password`), the session cookie
-//!   (`cookie`), the `/auth/*` routes; the WebSocket upgrade asks it.
+//!   (`cookie`), application tokens (`jwt`), an OpenID provider (`oidc`), the `/auth/*`
+//!   routes; the WebSocket upgrade asks it.
 //! - [`protocol`]: wire messages, parsing, validation, error codes.
 //! - [`names`]: the key names are told apart by (case, normalization, confusables).
 //! - [`session`]: one WebSocket connection: the driver (socket, timers, keepalive, close),

@@ -27,16 +27,7 @@ pub struct Jwt {
     public: Option<(DecodingKey, Algorithm)>,
 }
 
-/// Who a token says the user is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// The identity's id: `sub`.
-    pub sub: String,
-    /// The name to log in with: `name`, else `sub`.
-    pub name: String,
-    /// `exp`, in Unix seconds: TURN credentials handed to this user expire by then.
-    pub expires: u64,
-}
+pub use super::Identity;
 
 /// The claims duet reads. `exp`/`nbf` are checked by `jsonwebtoken` (their type too).
 #[derive(Deserialize)]

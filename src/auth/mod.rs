@@ -8,10 +8,14 @@
 //! - [`cookie`]: the signed, expiring session cookie.
 //! - [`jwt`]: tokens from an application (`--jwt-secret`, `--jwt-public-key`) on the
 //!   WebSocket URL; such a socket is logged in at once as the token's user.
-//! - [`routes`]: `/auth/status`, `/auth/password`, `/auth/logout`.
+//! - [`oidc`]: sign-in with an OpenID provider (`--oidc-issuer`); its session cookie
+//!   names the user, whose socket is logged in at once under the provider's name.
+//! - [`routes`]: `/auth/status`, `/auth/password`, `/auth/oidc/login`, `/auth/callback`,
+//!   `/auth/logout`.
 
 pub mod cookie;
 pub mod jwt;
+pub mod oidc;
 pub mod password;
 pub mod routes;
 
@@ -65,6 +69,106 @@ pub struct AuthConfig {
         help_heading = "Sign-in"
     )]
     pub jwt_public_key: Option<PathBuf>,
+
+    /// Sign in with an OpenID provider (Google, Microsoft Entra, Keycloak, Authentik,
+    /// Dex, ...): its issuer URL, e.g. https://accounts.google.com (http:// only on a
+    /// loopback address). The page shows "Sign in with <provider>"; the provider's
+    /// redirect comes back to <public origin>/auth/callback, which must be registered
+    /// with it. Needs --oidc-client-id and a client secret. See docs/auth.md.
+    #[arg(
+        long = "oidc-issuer",
+        env = "DUET_OIDC_ISSUER",
+        value_name = "URL",
+        help_heading = "Sign-in"
+    )]
+    pub oidc_issuer: Option<String>,
+
+    /// With --oidc-issuer: the client id the provider gave duet.
+    #[arg(
+        long = "oidc-client-id",
+        env = "DUET_OIDC_CLIENT_ID",
+        value_name = "ID",
+        help_heading = "Sign-in"
+    )]
+    pub oidc_client_id: Option<String>,
+
+    /// With --oidc-issuer: the client secret the provider gave duet (or
+    /// --oidc-client-secret-file). Session cookies are signed with a key derived from it.
+    #[arg(
+        long = "oidc-client-secret",
+        env = "DUET_OIDC_CLIENT_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET",
+        conflicts_with = "oidc_client_secret_file",
+        help_heading = "Sign-in"
+    )]
+    pub oidc_client_secret: Option<String>,
+
+    /// With --oidc-issuer: a file holding the client secret (surrounding white space
+    /// ignored), so that it is not on the command line.
+    #[arg(
+        long = "oidc-client-secret-file",
+        env = "DUET_OIDC_CLIENT_SECRET_FILE",
+        value_name = "FILE",
+        help_heading = "Sign-in"
+    )]
+    pub oidc_client_secret_file: Option<PathBuf>,
+
+    /// With --oidc-issuer: the ID token claim the user's duet name is read from; when it
+    /// is missing, `name`, then `email`.
+    #[arg(
+        long = "oidc-name-claim",
+        env = "DUET_OIDC_NAME_CLAIM",
+        default_value = "preferred_username",
+        value_name = "CLAIM",
+        help_heading = "Sign-in"
+    )]
+    pub oidc_name_claim: String,
+
+    /// With --oidc-issuer: admit only users whose verified e-mail address is at this
+    /// domain, e.g. example.org (repeatable; comma-separated in the environment). Default,
+    /// with no --oidc-allowed-user either: everyone the provider signs in.
+    #[arg(
+        long = "oidc-allowed-domain",
+        env = "DUET_OIDC_ALLOWED_DOMAINS",
+        value_delimiter = ',',
+        value_name = "DOMAIN",
+        help_heading = "Sign-in"
+    )]
+    pub oidc_allowed_domains: Vec<String>,
+
+    /// With --oidc-issuer: admit this user, by verified e-mail address or by the
+    /// provider's subject id (repeatable; comma-separated in the environment); adds to
+    /// --oidc-allowed-domain.
+    #[arg(
+        long = "oidc-allowed-user",
+        env = "DUET_OIDC_ALLOWED_USERS",
+        value_delimiter = ',',
+        value_name = "EMAIL|SUB",
+        help_heading = "Sign-in"
+    )]
+    pub oidc_allowed_users: Vec<String>,
+
+    /// With --oidc-issuer: the provider's name on the button ("Sign in with NAME").
+    /// Default: the issuer's host name.
+    #[arg(
+        long = "oidc-provider-name",
+        env = "DUET_OIDC_PROVIDER_NAME",
+        value_name = "NAME",
+        help_heading = "Sign-in"
+    )]
+    pub oidc_provider_name: Option<String>,
+
+    /// The address users open duet at, e.g. https://call.example.org: the OpenID
+    /// redirect URI is built on it (<URL>/auth/callback). Default: the scheme and Host of
+    /// each request; set it behind a reverse proxy.
+    #[arg(
+        long = "public-url",
+        env = "DUET_PUBLIC_URL",
+        value_name = "URL",
+        help_heading = "Sign-in"
+    )]
+    pub public_url: Option<String>,
 }
 
 /// The sign-in state of the server, shared by the routes and the WebSocket upgrade.
@@ -80,6 +184,21 @@ pub struct Auth {
     attempts: SourceLimiter,
     /// `--jwt-secret` / `--jwt-public-key`.
     jwt: Option<jwt::Jwt>,
+    /// `--oidc-issuer` and its options.
+    oidc: Option<oidc::Oidc>,
+}
+
+/// Who a token or an OpenID session says the user is: such a connection is logged in at
+/// once under `name`, the only name it may have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The identity's id: the token's `sub`, or the provider's.
+    pub sub: String,
+    /// The name to log in with: the token's `name` (else `sub`), or the provider's claim.
+    pub name: String,
+    /// When the token or session ends, in Unix seconds: TURN credentials handed to this
+    /// user expire by then.
+    pub expires: u64,
 }
 
 /// Why an upgrade or request has no session; logged, and said in the 401's body.
@@ -106,15 +225,22 @@ impl Auth {
             Some(path) => Some(password::Password::load(path)?),
             None => None,
         };
-        let cookies = password
-            .as_ref()
-            .map(|p| cookie::CookieKey::derive(p.phc()));
+        let oidc = load_oidc(config)?;
+        // Secret, and the same on every node with the same options; a new password or
+        // client secret signs everybody out.
+        let material = match (&password, &oidc) {
+            (None, None) => None,
+            (Some(p), None) => Some(p.phc().to_string()),
+            (None, Some(o)) => Some(format!("oidc\n{}", o.secret())),
+            (Some(p), Some(o)) => Some(format!("{}\noidc\n{}", p.phc(), o.secret())),
+        };
         Ok(Auth {
             password,
-            cookies,
+            cookies: material.map(|m| cookie::CookieKey::derive(&m)),
             secure,
             attempts: SourceLimiter::new(ATTEMPTS_PER_SECOND, ATTEMPTS_BURST),
             jwt: jwt::Jwt::load(config.jwt_secret.as_deref(), config.jwt_public_key.as_ref())?,
+            oidc,
         })
     }
 
@@ -126,17 +252,18 @@ impl Auth {
             secure: false,
             attempts: SourceLimiter::new(ATTEMPTS_PER_SECOND, ATTEMPTS_BURST),
             jwt: None,
+            oidc: None,
         }
     }
 
     /// Whether anyone may open a WebSocket without signing in.
     pub fn is_open(&self) -> bool {
-        self.password.is_none() && self.jwt.is_none()
+        self.password.is_none() && self.jwt.is_none() && self.oidc.is_none()
     }
 
     /// Whether a WebSocket upgrade with these headers and this query may go ahead, and as
-    /// whom: a `?token=` names its user (who is logged in at once); a password session
-    /// names nobody (the user picks a name).
+    /// whom: a `?token=` or an OpenID session names its user (who is logged in at once); a
+    /// password session names nobody (the user picks a name).
     pub fn check_upgrade(
         &self,
         headers: &HeaderMap,
@@ -152,16 +279,17 @@ impl Auth {
             };
         }
         match &self.cookies {
-            Some(key) => key.check(cookie::session_cookie(headers)).map(|()| None),
+            Some(key) => key.check(cookie::session_cookie(headers)),
             None => Err(Refusal::NoCredentials),
         }
     }
 
-    /// Whether a request carries a valid password session cookie.
-    pub fn has_session(&self, headers: &HeaderMap) -> bool {
+    /// The valid session cookie a request carries, and whom it names; `None` without
+    /// one.
+    pub fn session(&self, headers: &HeaderMap) -> Option<Option<Identity>> {
         self.cookies
             .as_ref()
-            .is_some_and(|key| key.check(cookie::session_cookie(headers)).is_ok())
+            .and_then(|key| key.check(cookie::session_cookie(headers)).ok())
     }
 
     /// Says so when duet is reachable from the network, hands out TURN credentials and
@@ -171,10 +299,46 @@ impl Auth {
             warn!(
                 %listen,
                 "no sign-in: anyone who reaches this port gets TURN credentials and can relay \
-                 traffic through this server; add --password-file (see docs/auth.md)"
+                 traffic through this server; add --password-file or --oidc-issuer (see docs/auth.md)"
             );
         }
     }
+}
+
+/// The OpenID relying party the options ask for, the client secret read from its file.
+fn load_oidc(config: &AuthConfig) -> anyhow::Result<Option<oidc::Oidc>> {
+    use anyhow::Context as _;
+    let Some(issuer) = &config.oidc_issuer else {
+        return Ok(None);
+    };
+    let client_secret = match (&config.oidc_client_secret, &config.oidc_client_secret_file) {
+        (Some(secret), _) => secret.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| {
+                format!(
+                    "--oidc-client-secret-file {}: cannot read it",
+                    path.display()
+                )
+            })?
+            .trim()
+            .to_string(),
+        (None, None) => String::new(),
+    };
+    let name_claim = match config.oidc_name_claim.trim() {
+        "" => "preferred_username".to_string(),
+        claim => claim.to_string(),
+    };
+    oidc::Oidc::new(oidc::OidcOptions {
+        issuer: issuer.clone(),
+        client_id: config.oidc_client_id.clone().unwrap_or_default(),
+        client_secret,
+        name_claim,
+        allowed_domains: config.oidc_allowed_domains.clone(),
+        allowed_users: config.oidc_allowed_users.clone(),
+        provider_name: config.oidc_provider_name.clone(),
+        public_url: config.public_url.clone(),
+    })
+    .map(Some)
 }
 
 impl Auth {

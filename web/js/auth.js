@@ -1,18 +1,32 @@
 // Sign-in before the name: asks the server (GET /auth/status) whether it wants the
-// household password, and if so shows the password form and POSTs the password to
-// /auth/password, which answers with an HttpOnly session cookie. Only then may the page
-// open the WebSocket (without the cookie the server answers the upgrade with 401).
+// household password or an OpenID provider. For the password it shows the password form
+// and POSTs the password to /auth/password, which answers with an HttpOnly session
+// cookie; for a provider it shows "Sign in with <provider>" (#oidcLoginBtn), which goes
+// to /auth/oidc/login and comes back signed in. Only then may the page open the
+// WebSocket (without the cookie the server answers the upgrade with 401); an OpenID
+// session's socket is logged in at once under the provider's name.
 // DOM and fetch only; the call logic never sees the password.
 
-/** What the server wants: {password, signedIn}. An old server without /auth: open. */
+const OPEN = { password: false, oidc: null, signedIn: false, name: null };
+
+/**
+ * What the server wants: {password, oidc: null|{provider}, signedIn, name}. An old server
+ * without /auth: open.
+ */
 export async function authStatus(fetchFn = fetch) {
   try {
     const res = await fetchFn('auth/status', { cache: 'no-store', credentials: 'same-origin' });
-    if (!res.ok) return { password: false, signedIn: false };
+    if (!res.ok) return { ...OPEN };
     const body = await res.json();
-    return { password: body.password === true, signedIn: body.signedIn === true };
+    const provider = typeof body.oidc?.provider === 'string' ? body.oidc.provider : null;
+    return {
+      password: body.password === true,
+      oidc: provider === null ? null : { provider },
+      signedIn: body.signedIn === true,
+      name: typeof body.name === 'string' ? body.name : null,
+    };
   } catch {
-    return { password: false, signedIn: false };
+    return { ...OPEN };
   }
 }
 
@@ -30,14 +44,24 @@ export function describePasswordRefusal(status, body) {
 export async function signInGate(doc = document, fetchFn = fetch) {
   const status = await authStatus(fetchFn);
   const signOut = doc.getElementById('signOutBtn');
-  if (status.password && signOut) {
+  if ((status.password || status.oidc) && signOut) {
     signOut.hidden = false;
     signOut.addEventListener('click', async () => {
       await fetchFn('auth/logout', { method: 'POST', credentials: 'same-origin' }).catch(() => {});
       doc.defaultView?.location.reload();
     });
   }
-  if (!status.password || status.signedIn) return;
+  if (status.signedIn) {
+    // An OpenID session: the server logs the socket in under its name; no name to type.
+    if (status.name !== null) doc.getElementById('loginForm').hidden = true;
+    return;
+  }
+  if (status.oidc) showProvider(doc, status.oidc.provider);
+  if (!status.password) {
+    // Only the provider signs in here: the button leaves the page, nothing to resolve.
+    if (status.oidc) return new Promise(() => {});
+    return;
+  }
   const form = doc.getElementById('passwordForm');
   const input = doc.getElementById('passwordInput');
   const button = doc.getElementById('passwordBtn');
@@ -74,5 +98,19 @@ export async function signInGate(doc = document, fetchFn = fetch) {
         button.disabled = false;
       }
     });
+  });
+}
+
+/** Shows "Sign in with <provider>" in place of the name form. */
+function showProvider(doc, provider) {
+  const form = doc.getElementById('oidcForm');
+  const button = doc.getElementById('oidcLoginBtn');
+  doc.getElementById('loginForm').hidden = true;
+  if (!form || !button) return;
+  button.textContent = `Sign in with ${provider}`;
+  form.hidden = false;
+  button.addEventListener('click', () => {
+    button.disabled = true;
+    doc.defaultView?.location.assign('auth/oidc/login');
   });
 }
