@@ -42,6 +42,9 @@ pub struct Metrics {
     pub pong_timeouts: AtomicU64,
     /// Sessions closed for persistently exceeding the rate limit.
     pub rate_limit_closes: AtomicU64,
+    /// Sessions closed because another node claimed their name (in a cluster: Redis lost
+    /// its data, or this node was cut off from it).
+    pub names_lost: AtomicU64,
     /// Logins carrying a resume token (with resume on).
     pub resume_attempts: AtomicU64,
     /// Of those, the ones that took back a held or connected session.
@@ -117,6 +120,7 @@ impl Metrics {
             slow_consumers: self.slow_consumers.load(Relaxed),
             pong_timeouts: self.pong_timeouts.load(Relaxed),
             rate_limit_closes: self.rate_limit_closes.load(Relaxed),
+            names_lost: self.names_lost.load(Relaxed),
             resume: [
                 self.resume_attempts.load(Relaxed),
                 self.resumes.load(Relaxed),
@@ -204,6 +208,7 @@ struct Scrape {
     slow_consumers: u64,
     pong_timeouts: u64,
     rate_limit_closes: u64,
+    names_lost: u64,
     /// Attempted, succeeded, refused, expired.
     resume: [u64; 4],
     relayed: [(&'static str, u64); SignalKind::ALL.len()],
@@ -318,6 +323,12 @@ impl Collector for Scrape {
             "duet_rate_limit_closes",
             "Connections closed for persistently exceeding the rate limit.",
             self.rate_limit_closes,
+        )?;
+        counter(
+            e,
+            "duet_names_lost",
+            "Sessions closed because another node claimed their name while this one could not vouch for it.",
+            self.names_lost,
         )?;
         let [attempts, resumes, refused, expired] = self.resume;
         counter(

@@ -434,6 +434,100 @@ async fn redis_restart_is_survived() {
     }
 }
 
+/// Sends `FLUSHALL` to the redis-server on `port`: every claim, lease and resume key is
+/// gone at once, as when Redis loses its data.
+async fn flushall(port: u16) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to redis");
+    stream
+        .write_all(b"FLUSHALL\r\n")
+        .await
+        .expect("send FLUSHALL");
+    let mut reply = [0u8; 5];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut reply))
+        .await
+        .expect("FLUSHALL answered in time")
+        .expect("FLUSHALL answered");
+    assert_eq!(&reply, b"+OK\r\n");
+}
+
+/// Issue 15 finding 4: after Redis lost its data, someone on the caller's node logged in
+/// under the callee's name before the callee's node set its claim again; its offer
+/// reached the caller as a renegotiation from the callee, and the caller's messages went
+/// to it. Now the call peer is a session, not only a name: the newcomer is a stranger to
+/// the call, nothing of the call reaches it, and the real callee, whose name is
+/// someone else's now, is told so with its own close code (4002) and counted.
+#[tokio::test]
+async fn a_name_claimed_after_redis_lost_its_data_cannot_take_the_call_over() {
+    logs();
+    let redis = RedisServer::start().await;
+    // A heartbeat every 2 s: the newcomer's claim lands long before the callee's node
+    // would set its claim again.
+    let lease = Duration::from_secs(8);
+    let mut cluster = Cluster::redis(2, &redis.url(), |c| c.redis_lease = lease).await;
+    let mut alice = cluster.user(0, "hj-alice").await;
+    let mut bob = cluster.user(1, "hj-bob").await;
+    connect_call(&mut alice, "hj-alice", &mut bob, "hj-bob").await;
+
+    flushall(redis.port).await;
+    let mut thief = cluster.client(0).await;
+    let reply = thief.login("hj-bob").await;
+    assert_eq!(
+        reply["success"], true,
+        "the claim is gone with Redis's data: {reply}"
+    );
+
+    // The newcomer's offer is not a renegotiation of alice's call: it is busy.
+    thief
+        .send(json!({"type": "offer", "name": "hj-alice", "offer": offer_payload()}))
+        .await;
+    let e = thief.recv_type("error").await;
+    assert_eq!(e["code"], "busy", "{e}");
+
+    // What alice sends to her peer's name reaches the newcomer's session, which has no
+    // call with her: refused to her, never shown to the newcomer.
+    alice
+        .send(json!({"type": "candidate", "name": "hj-bob", "candidate": candidate_payload(1)}))
+        .await;
+    let e = alice.recv_type("error").await;
+    assert_eq!(e["code"], "not-in-call", "{e}");
+    assert_eq!(alice.recv_type("leave").await["name"], "hj-bob");
+
+    // The real bob's node finds its claim taken at its next heartbeat: bob is closed
+    // with 4002, and the count says why.
+    assert_eq!(bob.closed().await, Some(4002));
+    wait_for_body(
+        cluster.nodes[1].addr,
+        "/metrics",
+        "duet_names_lost_total 1\n",
+        WAIT,
+    )
+    .await;
+
+    // Nothing of the call reached the newcomer, and alice got no offer from it.
+    loop {
+        match tokio::time::timeout(Duration::from_millis(300), thief.next_json()).await {
+            Err(_) => break,
+            Ok(Ok(v)) => assert!(
+                v["type"] == "presence" || v["type"] == "error",
+                "the newcomer got {v}"
+            ),
+            Ok(Err(closed)) => panic!("the newcomer was closed: {closed:?}"),
+        }
+    }
+    loop {
+        match tokio::time::timeout(Duration::from_millis(300), alice.next_json()).await {
+            Err(_) => break,
+            Ok(Ok(v)) => assert!(v["type"] != "offer", "alice got an offer: {v}"),
+            Ok(Err(closed)) => panic!("alice was closed: {closed:?}"),
+        }
+    }
+    for node in &mut cluster.nodes {
+        node.shutdown().await.expect("node stopped cleanly");
+    }
+}
+
 #[tokio::test]
 async fn hung_redis_does_not_hang_sessions() {
     logs();

@@ -6,6 +6,9 @@
 //! - nothing is relayed outside a call: an `answer`, `candidate` or renegotiation `offer`
 //!   is only sent to and delivered from the call peer;
 //! - a user is never in a call with themselves;
+//! - a message from a session other than the call peer's (the peer's name was logged in
+//!   again: in a cluster, by someone else after Redis lost its data) is never delivered
+//!   as part of the call;
 //! - once every message has been delivered and every ring has timed out, the two sides
 //!   of a call agree: if A is in a call with B, B is in a call with A (no one is left
 //!   connected or ringing alone).
@@ -16,6 +19,7 @@ use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use duet::protocol::{ErrorCode, Name, SignalKind};
+use duet::registry::SessionId;
 use duet::session::call::{self, Bounced, Call, Incoming};
 use libfuzzer_sys::fuzz_target;
 use tokio::time::Instant;
@@ -33,18 +37,24 @@ enum Step {
     RingTimeout { who: u8 },
     /// The oldest message from `from` to `to` arrives.
     Deliver { from: u8, to: u8 },
+    /// User `who`'s session ends (its peer is sent `leave`) and a new session logs in
+    /// under the name; what is in flight to the name reaches the new session.
+    Relogin { who: u8 },
 }
 
 /// What travels between two users.
 #[derive(Debug, Clone, Copy)]
 enum Wire {
-    Signal(SignalKind),
+    /// From the sender's session.
+    Signal(SignalKind, SessionId),
     Bounce { code: ErrorCode, request: SignalKind },
 }
 
 struct World {
     names: Vec<Name>,
     calls: Vec<Call>,
+    /// Each user's session now.
+    sids: Vec<SessionId>,
     /// In flight from `i` to `j`, in order: `queues[i][j]`.
     queues: Vec<Vec<VecDeque<Wire>>>,
     now: Instant,
@@ -57,6 +67,7 @@ impl World {
                 .map(|i| Name::parse(&format!("user{i}")).expect("name"))
                 .collect(),
             calls: vec![Call::Idle; USERS],
+            sids: (1..=USERS as u64).map(SessionId::from_u64).collect(),
             queues: vec![vec![VecDeque::new(); USERS]; USERS],
             now: Instant::now(),
         }
@@ -94,7 +105,7 @@ impl World {
                 if let Some(next) = plan.sent {
                     self.calls[from] = next;
                 }
-                self.queues[from][to].push_back(Wire::Signal(kind));
+                self.queues[from][to].push_back(Wire::Signal(kind, self.sids[from]));
             }
             Step::Leave { who, to } => {
                 let who = usize::from(who) % USERS;
@@ -104,7 +115,17 @@ impl World {
                 };
                 let target = self.index(target);
                 self.calls[who] = Call::Idle;
-                self.queues[who][target].push_back(Wire::Signal(SignalKind::Leave));
+                self.queues[who][target].push_back(Wire::Signal(SignalKind::Leave, self.sids[who]));
+            }
+            Step::Relogin { who } => {
+                let who = usize::from(who) % USERS;
+                if let Some(peer) = self.calls[who].peer() {
+                    let peer = self.index(peer);
+                    self.queues[who][peer].push_back(Wire::Signal(SignalKind::Leave, self.sids[who]));
+                }
+                self.calls[who] = Call::Idle;
+                let next = self.sids.iter().map(|s| s.as_u64()).max().unwrap_or(0) + 1;
+                self.sids[who] = SessionId::from_u64(next);
             }
             Step::RingTimeout { who } => {
                 self.time_out(usize::from(who) % USERS);
@@ -122,13 +143,18 @@ impl World {
     fn deliver(&mut self, from: usize, to: usize, wire: Wire) {
         let from_name = self.names[from].clone();
         match wire {
-            Wire::Signal(kind) => match call::incoming(&self.calls[to], kind, &from_name, self.now, RING) {
+            Wire::Signal(kind, sid) => match call::incoming(&self.calls[to], kind, &from_name, sid, self.now, RING) {
                 Incoming::Deliver { next, .. } => {
                     if kind != SignalKind::Offer || self.calls[to] != Call::Idle {
                         assert_eq!(
                             self.calls[to].peer(),
                             Some(&from_name),
                             "delivered outside a call"
+                        );
+                        let peer_sid = self.calls[to].sid();
+                        assert!(
+                            !peer_sid.is_known() || peer_sid == sid,
+                            "delivered from another session of the peer's name"
                         );
                     }
                     if let Some(next) = next {
@@ -158,7 +184,7 @@ impl World {
         };
         let peer = self.index(peer);
         self.calls[who] = Call::Idle;
-        self.queues[who][peer].push_back(Wire::Signal(SignalKind::Leave));
+        self.queues[who][peer].push_back(Wire::Signal(SignalKind::Leave, self.sids[who]));
         true
     }
 

@@ -14,12 +14,51 @@ use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{ErrorCode, LeaveReason, Name, SignalKind, presence_frame};
 
+/// One login of a name: who sent an event, beside the name it was sent under. A call
+/// peer is a name and a session, so that someone who gets the name next (another node
+/// claimed it after Redis lost its data, issue 15 finding 4) is a stranger to the call
+/// rules, not a renegotiation. Random per login; a resume carries the call to a new
+/// session through [`Event::Rejoin`]. Never on the client wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(u64);
+
+impl SessionId {
+    /// Not known: the event was made by a registry for the name (a node's death, a
+    /// delivery failure) or came from a node that does not send session ids. It matches
+    /// any session of the name.
+    pub const UNKNOWN: SessionId = SessionId(0);
+
+    /// A new session's id.
+    pub fn random() -> SessionId {
+        SessionId(rand::random::<u64>().max(1))
+    }
+
+    pub const fn from_u64(id: u64) -> SessionId {
+        SessionId(id)
+    }
+
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    pub const fn is_known(self) -> bool {
+        self.0 != 0
+    }
+
+    /// Whether an event from session `other` of a name may come from this session of it.
+    pub fn admits(self, other: SessionId) -> bool {
+        self == other || !self.is_known() || !other.is_known()
+    }
+}
+
 /// Something delivered to a logged-in user's session.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// A signaling message from `from`; `frame` is the exact text to forward to the client.
+    /// A signaling message from `from`'s session `sid`; `frame` is the exact text to
+    /// forward to the client.
     Signal {
         from: Name,
+        sid: SessionId,
         kind: SignalKind,
         /// Set for `Leave`, so the receiver knows why without parsing `frame`.
         reason: Option<LeaveReason>,
@@ -37,10 +76,15 @@ pub enum Event {
     /// `from` resumed where the server no longer knew its call (after a restart, or on
     /// another node) and names the receiver as its call peer: the receiver confirms the
     /// call (`resumed`/`reconnecting` back) or ends it (`leave`).
-    Rejoin { from: Name },
+    /// `sid` is the session `from` resumed as: the call's peer from now on.
+    Rejoin { from: Name, sid: SessionId },
     /// The name was resumed on another node: this session ends quietly (close 4000), for
     /// the session lives on there. Made by the subscription, never sent by a session.
     Replaced,
+    /// Another node holds the name now (it was claimed there while this node could not
+    /// vouch for it: Redis lost its data, or this node was cut off): this session ends
+    /// with its own close code (4002). Made by the heartbeat, never sent by a session.
+    NameLost,
 }
 
 /// Bytes one mailbox may hold undelivered: sixteen messages of the largest size (64 KiB),
@@ -112,7 +156,9 @@ impl Event {
         EVENT_OVERHEAD
             + match self {
                 Event::Signal { frame, .. } | Event::Notice(frame) => frame.len(),
-                Event::Bounce { .. } | Event::Rejoin { .. } | Event::Replaced => 0,
+                Event::Bounce { .. } | Event::Rejoin { .. } | Event::Replaced | Event::NameLost => {
+                    0
+                }
             }
     }
 }
@@ -358,6 +404,7 @@ mod tests {
     fn big_signal(frame: &Utf8Bytes) -> Event {
         Event::Signal {
             from: n("alice"),
+            sid: SessionId::UNKNOWN,
             kind: SignalKind::Candidate,
             reason: None,
             frame: frame.clone(),

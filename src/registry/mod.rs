@@ -12,7 +12,7 @@ pub mod mailbox;
 pub mod memory;
 pub mod redis;
 
-pub use mailbox::{ClaimError, DeliverError, Event, Inbox, Mailbox, Roster, SendError};
+pub use mailbox::{ClaimError, DeliverError, Event, Inbox, Mailbox, Roster, SendError, SessionId};
 
 /// What a [`Registry::take_over`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

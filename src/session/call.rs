@@ -27,6 +27,15 @@
 //! | X answers anything of ours with `not-in-call` (or a renegotiation with `busy`) | in a call with X | idle, our client gets `leave` from X |
 //! | the ring deadline passes | `Calling X` or `Ringing X` | idle, tell X and us `no-answer` |
 //!
+//! A peer is a name and a session ([`SessionId`]): the state keeps the session of the
+//! peer once it has been heard from, and a message under the peer's name from another
+//! session (the name was claimed by someone else meanwhile, for example on another node
+//! after Redis lost its data) is a stranger's: "X" in the table above means that session
+//! of X. A refusal from the peer's name still counts as the peer's (it answers a message
+//! we sent to the name, wherever it went), and so does a message whose session is
+//! unknown (made by a registry for the name). A resume brings the call to the peer's new
+//! session with [`Event::Rejoin`](crate::registry::Event::Rejoin) (see `rejoin`).
+//!
 //! Without call ids in the protocol, messages that cross can leave the two sides out of
 //! step (the call-rules fuzz target found one: a caller's `no-answer` crossing the
 //! callee's own offer back left the caller ringing alone). The last two rows bring them
@@ -43,6 +52,7 @@ use tokio::time::Instant;
 pub const RING_GRACE: Duration = Duration::from_secs(5);
 
 use crate::protocol::{ErrorCode, Name, SignalKind};
+use crate::registry::SessionId;
 
 /// Who is in a call with whom, from this side.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,12 +61,16 @@ pub enum Call {
     /// We sent an offer; it rings until answered or until `deadline`.
     Calling {
         peer: Name,
+        /// The peer's session, once heard from (its `ringing`, answer or candidates).
+        sid: SessionId,
         deadline: Instant,
     },
     /// We received an offer and have not answered yet; rings until `deadline` (the ring
     /// timeout plus [`RING_GRACE`]).
     Ringing {
         peer: Name,
+        /// The session that offered.
+        sid: SessionId,
         deadline: Instant,
         /// We sent an offer of our own since (glare: ours crossed theirs), so an answer
         /// from the peer may answer it.
@@ -65,6 +79,7 @@ pub enum Call {
     /// Answered.
     Connected {
         peer: Name,
+        sid: SessionId,
     },
 }
 
@@ -73,9 +88,9 @@ impl Call {
     pub fn peer(&self) -> Option<&Name> {
         match self {
             Call::Idle => None,
-            Call::Calling { peer, .. } | Call::Ringing { peer, .. } | Call::Connected { peer } => {
-                Some(peer)
-            }
+            Call::Calling { peer, .. }
+            | Call::Ringing { peer, .. }
+            | Call::Connected { peer, .. } => Some(peer),
         }
     }
 
@@ -87,8 +102,45 @@ impl Call {
         }
     }
 
+    /// The peer's session (unknown while idle or not yet heard from).
+    pub fn sid(&self) -> SessionId {
+        match self {
+            Call::Idle => SessionId::UNKNOWN,
+            Call::Calling { sid, .. } | Call::Ringing { sid, .. } | Call::Connected { sid, .. } => {
+                *sid
+            }
+        }
+    }
+
+    /// Answered, with `peer`'s session `sid`.
+    pub fn connected(peer: &Name, sid: SessionId) -> Call {
+        Call::Connected {
+            peer: peer.clone(),
+            sid,
+        }
+    }
+
     fn is_with(&self, name: &Name) -> bool {
         self.peer() == Some(name)
+    }
+
+    /// Whether a message from `name`'s session `sid` comes from our peer.
+    fn is_from(&self, name: &Name, sid: SessionId) -> bool {
+        self.is_with(name) && self.sid().admits(sid)
+    }
+
+    /// This state with the peer's session learnt as `sid`, if it was not known yet.
+    fn learning(&self, new: SessionId) -> Option<Call> {
+        let mut call = self.clone();
+        match &mut call {
+            Call::Calling { sid, .. } | Call::Ringing { sid, .. } | Call::Connected { sid, .. }
+                if !sid.is_known() && new.is_known() =>
+            {
+                *sid = new;
+                Some(call)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -142,11 +194,13 @@ pub fn outgoing(
         (SignalKind::Offer, Some(peer)) if peer == to => Ok(match call {
             Call::Ringing {
                 peer,
+                sid,
                 deadline,
                 offered: false,
             } => Send {
                 before: Some(Call::Ringing {
                     peer: peer.clone(),
+                    sid: *sid,
                     deadline: *deadline,
                     offered: true,
                 }),
@@ -158,6 +212,7 @@ pub fn outgoing(
         (SignalKind::Offer, None) => Ok(Send {
             before: Some(Call::Calling {
                 peer: to.clone(),
+                sid: SessionId::UNKNOWN,
                 deadline: now + ring_timeout,
             }),
             sent: None,
@@ -168,7 +223,7 @@ pub fn outgoing(
             // `Calling` (glare: both offered, and we answer the peer's offer).
             sent: (kind == SignalKind::Answer
                 && matches!(call, Call::Ringing { .. } | Call::Calling { .. }))
-            .then(|| Call::Connected { peer: to.clone() }),
+            .then(|| Call::connected(to, call.sid())),
             ..Send::PLAIN
         }),
         _ => Err(Refusal::NotPaired),
@@ -198,11 +253,12 @@ pub enum Incoming {
     Drop,
 }
 
-/// A signaling message of `kind` from `from` arrived at `now`.
+/// A signaling message of `kind` from `from`'s session `sid` arrived at `now`.
 pub fn incoming(
     call: &Call,
     kind: SignalKind,
     from: &Name,
+    sid: SessionId,
     now: Instant,
     ring_timeout: Duration,
 ) -> Incoming {
@@ -210,11 +266,12 @@ pub fn incoming(
         next,
         ring_back: false,
     };
-    let from_peer = call.is_with(from);
+    let from_peer = call.is_from(from, sid);
     match kind {
         SignalKind::Offer if *call == Call::Idle => Incoming::Deliver {
             next: Some(Call::Ringing {
                 peer: from.clone(),
+                sid,
                 deadline: now + ring_timeout + RING_GRACE,
                 offered: false,
             }),
@@ -226,12 +283,19 @@ pub fn incoming(
         SignalKind::Answer if matches!(call, Call::Ringing { offered: false, .. }) => {
             Incoming::Bounce(ErrorCode::NotInCall)
         }
-        SignalKind::Answer if from_peer => deliver(Some(Call::Connected { peer: from.clone() })),
+        SignalKind::Answer if from_peer => {
+            deliver(Some(Call::connected(from, known(sid, call.sid()))))
+        }
         SignalKind::Leave if from_peer => deliver(Some(Call::Idle)),
         SignalKind::Leave => Incoming::Drop,
         _ if !from_peer => Incoming::Bounce(ErrorCode::NotInCall),
-        _ => deliver(None),
+        _ => deliver(call.learning(sid)),
     }
+}
+
+/// `new` if known, else `old`.
+fn known(new: SessionId, old: SessionId) -> SessionId {
+    if new.is_known() { new } else { old }
 }
 
 /// What a refusal from the peer does to our call.
@@ -265,7 +329,7 @@ pub fn bounced(call: &Call, from: &Name, request: SignalKind, code: ErrorCode) -
 /// is over. The state after is idle.
 pub fn ring_timed_out(call: &Call, now: Instant) -> Option<&Name> {
     match call {
-        Call::Calling { peer, deadline } | Call::Ringing { peer, deadline, .. }
+        Call::Calling { peer, deadline, .. } | Call::Ringing { peer, deadline, .. }
             if now >= *deadline =>
         {
             Some(peer)
@@ -290,13 +354,19 @@ mod tests {
     fn ringing(from: &str) -> Call {
         Call::Ringing {
             peer: n(from),
+            sid: sid(from),
             deadline: t0() + RING + RING_GRACE,
             offered: false,
         }
     }
 
     fn inc(call: &Call, kind: SignalKind, from: &Name) -> Incoming {
-        incoming(call, kind, from, t0(), RING)
+        incoming(call, kind, from, sid(from.as_str()), t0(), RING)
+    }
+
+    /// The session of the user called `name` in these tests.
+    fn sid(name: &str) -> SessionId {
+        SessionId::from_u64(name.bytes().map(u64::from).sum::<u64>() + 1)
     }
 
     fn n(s: &str) -> Name {
@@ -356,10 +426,7 @@ mod tests {
         }
 
         fn connected_to(&self, other: &Side) -> bool {
-            self.call
-                == Call::Connected {
-                    peer: other.name.clone(),
-                }
+            self.call == Call::connected(&other.name, sid(other.name.as_str()))
         }
     }
 
@@ -395,25 +462,26 @@ mod tests {
             let (mut a, mut b) = (Side::new("a"), Side::new("b"));
             let now = t0();
             // Both offer before either offer arrives: each side is `Calling` the other,
-            // then receives the other's offer, which is delivered (from the peer).
+            // then receives the other's offer, which is delivered (from the peer, whose
+            // session each side learns from it).
             let plan_a = outgoing(&a.call, &a.name, SignalKind::Offer, &b.name, now, RING);
             let plan_b = outgoing(&b.call, &b.name, SignalKind::Offer, &a.name, now, RING);
             a.call = plan_a.expect("a offers").before.expect("calling");
             b.call = plan_b.expect("b offers").before.expect("calling");
-            assert!(matches!(
-                a.receive(SignalKind::Offer, &b.name),
-                Incoming::Deliver {
-                    next: None,
-                    ring_back: false
-                }
-            ));
-            assert!(matches!(
-                b.receive(SignalKind::Offer, &a.name),
-                Incoming::Deliver {
-                    next: None,
-                    ring_back: false
-                }
-            ));
+            let names = [a.name.clone(), b.name.clone()];
+            for (me, other) in [(&mut a, &names[1]), (&mut b, &names[0])] {
+                let decision = me.receive(SignalKind::Offer, other);
+                assert!(
+                    matches!(
+                        &decision,
+                        Incoming::Deliver {
+                            next: Some(Call::Calling { sid: s, .. }),
+                            ring_back: false
+                        } if *s == sid(other.as_str())
+                    ),
+                    "{decision:?}"
+                );
+            }
             let (answerer, caller) = if a_answers {
                 (&mut a, &mut b)
             } else {
@@ -424,6 +492,92 @@ mod tests {
                 .expect("answer");
             assert!(answerer.connected_to(caller) && caller.connected_to(answerer));
         }
+    }
+
+    /// Issue 15 finding 4: someone else logged in under the peer's name (another node
+    /// claimed it after Redis lost its data) is a stranger to the call: its offer is
+    /// busy, its candidates are refused, its `leave` does not end the call; the peer's
+    /// own session goes on, and a refusal from the name (what answers our messages now)
+    /// ends the call.
+    #[test]
+    fn another_session_under_the_peers_name_is_a_stranger() {
+        let (mut a, mut b) = (Side::new("a"), Side::new("b"));
+        let now = t0();
+        a.send(SignalKind::Offer, &mut b, now).expect("offer");
+        b.send(SignalKind::Answer, &mut a, now).expect("answer");
+        assert!(a.connected_to(&b));
+        let impostor = SessionId::from_u64(999);
+        for kind in [SignalKind::Offer, SignalKind::Answer, SignalKind::Candidate] {
+            let code = if kind == SignalKind::Offer {
+                ErrorCode::Busy
+            } else {
+                ErrorCode::NotInCall
+            };
+            assert_eq!(
+                incoming(&a.call, kind, &b.name, impostor, now, RING),
+                Incoming::Bounce(code),
+                "{kind:?}"
+            );
+        }
+        assert_eq!(
+            incoming(&a.call, SignalKind::Leave, &b.name, impostor, now, RING),
+            Incoming::Drop
+        );
+        // The real peer's messages, and a registry's (session unknown), are the call's.
+        assert!(matches!(
+            inc(&a.call, SignalKind::Candidate, &b.name),
+            Incoming::Deliver { next: None, .. }
+        ));
+        assert!(matches!(
+            incoming(
+                &a.call,
+                SignalKind::Leave,
+                &b.name,
+                SessionId::UNKNOWN,
+                now,
+                RING
+            ),
+            Incoming::Deliver {
+                next: Some(Call::Idle),
+                ..
+            }
+        ));
+        assert_eq!(
+            bounced(
+                &a.call,
+                &b.name,
+                SignalKind::Candidate,
+                ErrorCode::NotInCall
+            ),
+            Bounced::CallOver
+        );
+    }
+
+    #[test]
+    fn a_caller_learns_the_callees_session_from_its_first_message() {
+        let (mut a, mut b) = (Side::new("a"), Side::new("b"));
+        let now = t0();
+        a.send(SignalKind::Offer, &mut b, now).expect("offer");
+        assert_eq!(a.call.sid(), SessionId::UNKNOWN);
+        let Incoming::Deliver {
+            next: Some(next), ..
+        } = inc(&a.call, SignalKind::Candidate, &b.name)
+        else {
+            panic!("the callee's candidate is delivered and teaches its session")
+        };
+        assert_eq!(next.sid(), sid("b"));
+        a.call = next;
+        assert_eq!(
+            incoming(
+                &a.call,
+                SignalKind::Answer,
+                &b.name,
+                SessionId::from_u64(999),
+                now,
+                RING
+            ),
+            Incoming::Bounce(ErrorCode::NotInCall)
+        );
     }
 
     #[test]
@@ -469,14 +623,14 @@ mod tests {
 
     #[test]
     fn an_offer_to_a_third_user_during_a_call_is_refused() {
-        let call = Call::Connected { peer: n("b") };
+        let call = Call::connected(&n("b"), sid("b"));
         let plan = outgoing(&call, &n("a"), SignalKind::Offer, &n("c"), t0(), RING);
         assert_eq!(plan, Err(Refusal::AlreadyInCall { peer: n("b") }));
     }
 
     #[test]
     fn calling_yourself_is_refused_in_any_state() {
-        for call in [Call::Idle, Call::Connected { peer: n("b") }] {
+        for call in [Call::Idle, Call::connected(&n("b"), sid("b"))] {
             let plan = outgoing(&call, &n("a"), SignalKind::Offer, &n("a"), t0(), RING);
             assert_eq!(plan, Err(Refusal::CannotCallSelf));
         }
@@ -488,9 +642,10 @@ mod tests {
             Call::Idle,
             Call::Calling {
                 peer: n("b"),
+                sid: SessionId::UNKNOWN,
                 deadline: t0(),
             },
-            Call::Connected { peer: n("b") },
+            Call::connected(&n("b"), sid("b")),
         ] {
             assert_eq!(
                 inc(&call, SignalKind::Answer, &n("mallory")),
@@ -502,7 +657,7 @@ mod tests {
             );
         }
         // And our own answer or candidate to a stranger is not sent.
-        let call = Call::Connected { peer: n("b") };
+        let call = Call::connected(&n("b"), sid("b"));
         for kind in [SignalKind::Answer, SignalKind::Candidate] {
             let plan = outgoing(&call, &n("a"), kind, &n("c"), t0(), RING);
             assert_eq!(plan, Err(Refusal::NotPaired));
@@ -564,7 +719,7 @@ mod tests {
     fn leave_names_the_peer_or_is_refused() {
         assert_eq!(leave(&Call::Idle, None), Err(Refusal::NotInCall));
         assert_eq!(leave(&Call::Idle, Some(&n("b"))), Err(Refusal::NotPaired));
-        let call = Call::Connected { peer: n("b") };
+        let call = Call::connected(&n("b"), sid("b"));
         assert_eq!(leave(&call, Some(&n("c"))), Err(Refusal::NotPaired));
     }
 
@@ -573,6 +728,7 @@ mod tests {
         let start = t0();
         let call = Call::Calling {
             peer: n("b"),
+            sid: SessionId::UNKNOWN,
             deadline: start + RING,
         };
         let just_before = start + RING - Duration::from_millis(1);
@@ -587,7 +743,7 @@ mod tests {
             Some(&n("a"))
         );
         // An answered call never times out.
-        let connected = Call::Connected { peer: n("b") };
+        let connected = Call::connected(&n("b"), sid("b"));
         assert_eq!(connected.deadline(), None);
         assert_eq!(ring_timed_out(&connected, start + RING * 10), None);
     }
@@ -596,6 +752,7 @@ mod tests {
     fn a_refused_offer_ends_the_attempt() {
         let calling = Call::Calling {
             peer: n("b"),
+            sid: SessionId::UNKNOWN,
             deadline: t0(),
         };
         for code in [
@@ -616,7 +773,7 @@ mod tests {
             ErrorCode::DeliveryFailed,
         );
         assert_eq!(candidate, Bounced::Unchanged);
-        let connected = Call::Connected { peer: n("b") };
+        let connected = Call::connected(&n("b"), sid("b"));
         let failed = bounced(
             &connected,
             &n("b"),
@@ -657,7 +814,7 @@ mod tests {
         // a answers: b has no call with a and says so; that ends a's side too.
         a.send(SignalKind::Answer, &mut b, now).expect("answer");
         assert_eq!(a.call, Call::Idle);
-        for call in [ringing("b"), Call::Connected { peer: n("b") }] {
+        for call in [ringing("b"), Call::connected(&n("b"), sid("b"))] {
             let after = bounced(&call, &n("b"), SignalKind::Candidate, ErrorCode::NotInCall);
             assert_eq!(after, Bounced::CallOver);
         }

@@ -49,7 +49,9 @@ impl Session {
             | End::TooBig
             | End::ProtocolError
             | End::InvalidUtf8
-            | End::Replaced => false,
+            | End::Replaced
+            // The name is someone else's now: there is nothing to hold.
+            | End::NameLost => false,
         };
         eligible
             && self.seat.is_some()
@@ -167,6 +169,7 @@ impl Session {
             .collect();
         let handover = Handover {
             call: user.call.clone(),
+            sid: user.sid,
             frames,
             restored: self.restored,
         };
@@ -222,6 +225,10 @@ impl Session {
             Event::Rejoin { .. } => 0,
             Event::Replaced => {
                 self.end = Some(End::Replaced);
+                return;
+            }
+            Event::NameLost => {
+                self.end = Some(End::NameLost);
                 return;
             }
         };

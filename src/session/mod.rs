@@ -84,6 +84,8 @@ mod close_code {
     pub const TRY_AGAIN_LATER: u16 = 1013;
     /// The session was resumed on another connection (application range, RFC 6455 7.4.2).
     pub const REPLACED: u16 = 4000;
+    /// Another node claimed the name while this one could not vouch for it.
+    pub const NAME_LOST: u16 = 4002;
 }
 
 /// How long closing may spend writing the close frame, and then waiting for the client's
@@ -114,6 +116,8 @@ enum End {
     Replaced,
     /// Never connected in this process: held from the table of names after a restart.
     Restarted,
+    /// Another node holds the name now (see [`Event::NameLost`]).
+    NameLost,
 }
 
 impl End {
@@ -128,6 +132,7 @@ impl End {
             End::ProtocolError => (close_code::PROTOCOL_ERROR, "websocket protocol error"),
             End::InvalidUtf8 => (close_code::INVALID_DATA, "text message is not UTF-8"),
             End::Replaced => (close_code::REPLACED, "resumed on another connection"),
+            End::NameLost => (close_code::NAME_LOST, "name taken by another node"),
             End::ClientClosed | End::SocketError | End::WriteTimeout | End::Restarted => {
                 return None;
             }
@@ -259,6 +264,7 @@ pub async fn restore(ctx: Arc<Context>, id: u64, row: store::Row) -> Option<Rest
             name: row.name,
             mailbox,
             inbox,
+            sid: crate::registry::SessionId::random(),
             call: Call::Idle,
         }),
         out: Vec::new(),
@@ -527,6 +533,9 @@ impl Session {
             }
             End::RateLimited => {
                 metrics.rate_limit_closes.fetch_add(1, Relaxed);
+            }
+            End::NameLost => {
+                metrics.names_lost.fetch_add(1, Relaxed);
             }
             _ => {}
         }

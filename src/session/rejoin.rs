@@ -16,7 +16,7 @@ use super::call::Call;
 use super::user::User;
 use crate::logging::shown;
 use crate::protocol::{self, LeaveReason, Name};
-use crate::registry::Event;
+use crate::registry::{Event, SessionId};
 
 impl Session {
     /// Settles the call of a session that resumed one held from the table: `claim` is the
@@ -47,14 +47,11 @@ impl Session {
                     .await;
             }
             (None, Some(claim)) => {
-                self.set_call(
-                    user,
-                    Call::Connected {
-                        peer: claim.clone(),
-                    },
-                );
+                // The peer's session is learnt from its first message.
+                self.set_call(user, Call::connected(&claim, SessionId::UNKNOWN));
                 let rejoin = Event::Rejoin {
                     from: user.name.clone(),
+                    sid: user.sid,
                 };
                 if self.ctx.registry.send(&claim, rejoin).await.is_err() {
                     self.set_call(user, Call::Idle);
@@ -68,8 +65,9 @@ impl Session {
         }
     }
 
-    /// `from` resumed naming us as its call peer.
-    pub(super) async fn on_rejoin(&mut self, user: &mut User, from: Name) {
+    /// `from` resumed as session `sid`, naming us as its call peer. Only a resume (a
+    /// token for the name) sends this, so the call follows the name to its new session.
+    pub(super) async fn on_rejoin(&mut self, user: &mut User, from: Name, sid: SessionId) {
         let accepted = match user.call.peer() {
             Some(peer) => *peer == from,
             None => self.restored,
@@ -77,8 +75,9 @@ impl Session {
         let answer = if !accepted {
             user.leave_event(LeaveReason::Disconnected)
         } else {
-            if !matches!(&user.call, Call::Connected { peer } if *peer == from) {
-                self.set_call(user, Call::Connected { peer: from.clone() });
+            let rejoined = Call::connected(&from, sid);
+            if user.call != rejoined {
+                self.set_call(user, rejoined);
             }
             info!(id = self.id, name = %shown(&user.name), peer = %shown(&from), held = self.held, "call restored by the peer");
             // A held session's client hears it when it resumes naming the call (or not at

@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use super::call::Call;
 use super::store::{Row, Store};
 use crate::protocol::Name;
-use crate::registry::Mailbox;
+use crate::registry::{Mailbox, SessionId};
 
 /// How long a token is good for after the login that got it. A connection logged in for
 /// longer than this can still drop, but its name is then only held, not resumable.
@@ -145,6 +145,8 @@ pub struct Takeover {
 /// What the old session hands the new one: its call and the frames it kept.
 pub struct Handover {
     pub call: Call,
+    /// The session's id, kept by the connection that takes it over: its peer knows it.
+    pub sid: SessionId,
     /// In the order they were to be written; only text frames.
     pub frames: Vec<Message>,
     /// The session was held from the table after a restart: the server does not know

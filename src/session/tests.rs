@@ -319,6 +319,7 @@ async fn an_offer_unread_when_the_session_ends_is_bounced_to_its_sender() {
     // that fills the mailbox, and one more, which kicks the callee.
     let offer = Event::Signal {
         from: caller.clone(),
+        sid: crate::registry::SessionId::random(),
         kind: protocol::SignalKind::Offer,
         reason: None,
         frame: "{\"type\":\"offer\",\"offer\":{},\"name\":\"caller\"}".into(),

@@ -18,7 +18,7 @@ use crate::logging::shown;
 use crate::protocol::{
     self, ErrorCode, LeaveReason, Name, NameError, Request, ResumeReply, SignalKind, Target,
 };
-use crate::registry::{ClaimError, Event, Inbox, Mailbox, SendError, TakeOver};
+use crate::registry::{ClaimError, Event, Inbox, Mailbox, SendError, SessionId, TakeOver};
 
 /// Events taken from the inbox in one go before the socket is flushed: batches writes under
 /// load without letting one busy sender starve the client's own frames for long.
@@ -34,6 +34,8 @@ pub(super) struct User {
     pub(super) mailbox: Mailbox,
     /// The receiving end of `mailbox`.
     pub(super) inbox: Inbox,
+    /// This login's session id, on every event we send (see [`SessionId`]).
+    pub(super) sid: SessionId,
     pub(super) call: Call,
 }
 
@@ -42,6 +44,7 @@ impl User {
     pub(super) fn leave_event(&self, reason: LeaveReason) -> Event {
         Event::Signal {
             from: self.name.clone(),
+            sid: self.sid,
             kind: SignalKind::Leave,
             reason: Some(reason),
             frame: protocol::leave_frame(&self.json, reason).into(),
@@ -164,6 +167,7 @@ impl Session {
                     Ok(Some(id)) => {
                         let handover = Handover {
                             call: Call::Idle,
+                            sid: SessionId::random(),
                             frames: Vec::new(),
                             restored: true,
                         };
@@ -235,6 +239,7 @@ impl Session {
             name,
             mailbox,
             inbox,
+            sid: SessionId::random(),
             call: Call::Idle,
         });
     }
@@ -346,6 +351,7 @@ impl Session {
             name,
             mailbox,
             inbox,
+            sid: handover.sid,
             call: handover.call,
         };
         if handover.restored {
@@ -418,6 +424,7 @@ impl Session {
         }
         let event = Event::Signal {
             from: user.name.clone(),
+            sid: user.sid,
             kind,
             reason: None,
             frame: protocol::relay_frame(kind, payload, &user.json).into(),
@@ -520,8 +527,9 @@ impl Session {
     pub(super) async fn on_event(&mut self, user: &mut User, event: Event) {
         match event {
             Event::Notice(frame) => self.out.push(Message::Text(frame)),
-            Event::Rejoin { from } => self.on_rejoin(user, from).await,
+            Event::Rejoin { from, sid } => self.on_rejoin(user, from, sid).await,
             Event::Replaced => self.end = Some(super::End::Replaced),
+            Event::NameLost => self.end = Some(super::End::NameLost),
             Event::Bounce {
                 from,
                 code,
@@ -558,6 +566,7 @@ impl Session {
             }
             Event::Signal {
                 from,
+                sid,
                 kind,
                 reason,
                 frame,
@@ -565,6 +574,7 @@ impl Session {
                 &user.call,
                 kind,
                 &from,
+                sid,
                 Instant::now(),
                 self.ctx.config.ring_timeout,
             ) {

@@ -660,15 +660,23 @@ async fn one_flooding_source_does_not_starve_the_others() {
         let stop = stop_flood.clone();
         async move {
             let sock = UdpSocket::bind("127.0.0.2:0").await.expect("bind");
-            let mut sent = 0u64;
+            let (mut sent, mut answered) = (0u64, 0u64);
+            let mut buf = [0u8; 1500];
             while !stop.is_cancelled() {
                 let _ = sock.send_to(&bare_allocate(), target).await;
                 sent += 1;
+                while sock.try_recv(&mut buf).is_ok() {
+                    answered += 1;
+                }
                 if sent.is_multiple_of(8) {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
-            sent
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            while sock.try_recv(&mut buf).is_ok() {
+                answered += 1;
+            }
+            (sent, answered)
         }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -684,12 +692,16 @@ async fn one_flooding_source_does_not_starve_the_others() {
     }
     let elapsed = started.elapsed();
     stop_flood.cancel();
-    let sent = flood.await.expect("flood task");
+    let (sent, answered) = flood.await.expect("flood task");
     let rate = sent as f64 / (elapsed.as_secs_f64() + 0.3);
-    eprintln!("8 allocations in {elapsed:?} while 127.0.0.2 sent {sent} Allocates (~{rate:.0}/s)");
+    eprintln!(
+        "8 allocations in {elapsed:?} while 127.0.0.2 sent {sent} Allocates (~{rate:.0}/s), {answered} answered"
+    );
+    // Counts, not a rate (the machine may be busy): the flood must have run past its own
+    // budget, or the test shows nothing.
     assert!(
-        rate > 1000.0,
-        "the flood must outrun the old 200/s budget: {rate:.0}/s"
+        answered * 4 < sent,
+        "the flooding source was not limited: {answered} of {sent} answered"
     );
 }
 

@@ -234,9 +234,12 @@ impl Node {
             local.unreleased.remove(name);
         }
         for name in &found.lost {
-            // Another node took the name while this one could not refresh it (cut off from
-            // Redis for longer than the lease). Two connections must not share a name:
-            // close ours (1013, try again later); the client can log in again.
+            // Another node took the name while this one could not vouch for it (cut off
+            // from Redis for longer than the lease, or Redis lost its data and another
+            // node claimed the name before this heartbeat set it again). Two connections
+            // must not share a name: ours ends with its own close code (4002, name lost),
+            // and its peer hears `leave` from it. Its peer also tells the newcomer from
+            // it by session id, so the call cannot be taken over meanwhile.
             let resumable = local.resumable.contains(name);
             if let Some(mailbox) = local.remove_user(name) {
                 if resumable {
@@ -248,8 +251,10 @@ impl Node {
                     }
                     continue;
                 }
-                warn!(%name, "name taken over by another node while redis was unreachable; disconnecting its user here");
-                mailbox.kick();
+                warn!(%name, "name claimed by another node while this node could not vouch for it (redis unreachable or its data lost); disconnecting its user here");
+                if mailbox.deliver(Event::NameLost).is_err() {
+                    mailbox.kick();
+                }
             }
         }
         for name in found.reasserted {

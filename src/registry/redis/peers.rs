@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::protocol::{self, LeaveReason, Name, SignalKind};
-use crate::registry::mailbox::Event;
+use crate::registry::mailbox::{Event, SessionId};
 
 /// One local user's remote call peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +173,7 @@ pub fn peer_left(peer: &Name) -> Event {
     );
     Event::Signal {
         from: peer.clone(),
+        sid: SessionId::UNKNOWN,
         kind: SignalKind::Leave,
         reason: Some(LeaveReason::Disconnected),
         frame: frame.into(),

@@ -114,7 +114,7 @@ impl Node {
                     match &event {
                         Event::Signal { from, .. } => local.peers.seen(&to, from, &origin),
                         // The peer resumed on `origin`: watch it there.
-                        Event::Rejoin { from } => local.peers.moved(&to, from, &origin),
+                        Event::Rejoin { from, .. } => local.peers.moved(&to, from, &origin),
                         _ => {}
                     }
                     match local.users.get(&to) {

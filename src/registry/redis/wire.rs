@@ -3,8 +3,12 @@
 //! breaks (names have no control characters), so the split is unambiguous.
 //!
 //! ```text
-//! d1\n{tag}\n{origin node}\n{to}\n{from}\n{frame}
+//! d2\n{tag}\n{origin node}\n{to}\n{from}\n{session}\n{frame}
 //! ```
+//!
+//! `session` is the sender's [`SessionId`] in decimal (`0`: unknown). Version `d1`, the
+//! same without the session line, is still read (from a node not yet upgraded), with the
+//! session unknown.
 //!
 //! Tags: `offer`, `answer`, `candidate`, `leave` or `leave/{reason}` (a signal),
 //! `bounce/{code}/{kind}`, `notice`, `rejoin` (no frame), `dropped` (`to` was resumed
@@ -15,9 +19,11 @@ use axum::extract::ws::Utf8Bytes;
 use super::keys::valid_node_id;
 use super::reply::exact_name;
 use crate::protocol::{ErrorCode, LeaveReason, Name, SignalKind};
-use crate::registry::mailbox::Event;
+use crate::registry::mailbox::{Event, SessionId};
 
-const VERSION: &str = "d1";
+const VERSION: &str = "d2";
+/// The version before session ids: read, never written.
+const VERSION_1: &str = "d1";
 
 const REASONS: [LeaveReason; 5] = [
     LeaveReason::Hangup,
@@ -43,11 +49,19 @@ pub enum Message {
     Dropped { origin: String, name: Name },
 }
 
-fn join(tag: &str, origin: &str, to: &str, from: &str, body: &str) -> Vec<u8> {
+fn join(tag: &str, origin: &str, to: &str, from: &str, sid: SessionId, body: &str) -> Vec<u8> {
+    let sid = sid.as_u64().to_string();
     let mut out = Vec::with_capacity(
-        VERSION.len() + tag.len() + origin.len() + to.len() + from.len() + body.len() + 5,
+        VERSION.len()
+            + tag.len()
+            + origin.len()
+            + to.len()
+            + from.len()
+            + sid.len()
+            + body.len()
+            + 6,
     );
-    for part in [VERSION, tag, origin, to, from] {
+    for part in [VERSION, tag, origin, to, from, &sid] {
         out.extend_from_slice(part.as_bytes());
         out.push(b'\n');
     }
@@ -59,6 +73,7 @@ pub fn encode_event(origin: &str, to: &Name, event: &Event) -> Vec<u8> {
     match event {
         Event::Signal {
             from,
+            sid,
             kind,
             reason,
             frame,
@@ -67,7 +82,14 @@ pub fn encode_event(origin: &str, to: &Name, event: &Event) -> Vec<u8> {
                 Some(r) => format!("{}/{}", kind.as_str(), r.as_str()),
                 None => kind.as_str().to_string(),
             };
-            join(&tag, origin, to.as_str(), from.as_str(), frame.as_str())
+            join(
+                &tag,
+                origin,
+                to.as_str(),
+                from.as_str(),
+                *sid,
+                frame.as_str(),
+            )
         }
         Event::Bounce {
             from,
@@ -75,23 +97,39 @@ pub fn encode_event(origin: &str, to: &Name, event: &Event) -> Vec<u8> {
             request,
         } => {
             let tag = format!("bounce/{}/{}", code.as_str(), request.as_str());
-            join(&tag, origin, to.as_str(), from.as_str(), "")
+            join(
+                &tag,
+                origin,
+                to.as_str(),
+                from.as_str(),
+                SessionId::UNKNOWN,
+                "",
+            )
         }
-        Event::Notice(frame) => join("notice", origin, to.as_str(), "", frame.as_str()),
-        Event::Rejoin { from } => join("rejoin", origin, to.as_str(), from.as_str(), ""),
+        Event::Notice(frame) => join(
+            "notice",
+            origin,
+            to.as_str(),
+            "",
+            SessionId::UNKNOWN,
+            frame.as_str(),
+        ),
+        Event::Rejoin { from, sid } => join("rejoin", origin, to.as_str(), from.as_str(), *sid, ""),
         // Made by the receiving node itself; never published (see `encode_dropped`).
-        Event::Replaced => join("dropped", origin, to.as_str(), "", ""),
+        Event::Replaced | Event::NameLost => {
+            join("dropped", origin, to.as_str(), "", SessionId::UNKNOWN, "")
+        }
     }
 }
 
 /// `name` was resumed on node `origin`: its old node drops its session.
 pub fn encode_dropped(origin: &str, name: &Name) -> Vec<u8> {
-    join("dropped", origin, name.as_str(), "", "")
+    join("dropped", origin, name.as_str(), "", SessionId::UNKNOWN, "")
 }
 
 pub fn encode_presence(origin: &str, name: &Name, online: bool) -> Vec<u8> {
     let tag = if online { "online" } else { "offline" };
-    join(tag, origin, name.as_str(), "", "")
+    join(tag, origin, name.as_str(), "", SessionId::UNKNOWN, "")
 }
 
 /// Why a published message could not be read.
@@ -113,6 +151,8 @@ pub enum DecodeError {
     Bounce(String),
     #[error("unknown leave reason {0:?}")]
     Reason(String),
+    #[error("invalid session id {0:?}")]
+    Session(String),
 }
 
 fn kind(s: &str) -> Result<SignalKind, DecodeError> {
@@ -131,13 +171,24 @@ fn name(field: &'static str, s: &str) -> Result<Name, DecodeError> {
 
 pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     let text = std::str::from_utf8(bytes).map_err(|_| DecodeError::NotUtf8)?;
-    let mut parts = text.splitn(6, '\n');
+    let (version, rest) = text.split_once('\n').ok_or(DecodeError::TooFewFields)?;
+    let fields = match version {
+        VERSION => 6,
+        VERSION_1 => 5,
+        _ => return Err(DecodeError::Version(version.to_string())),
+    };
+    let mut parts = rest.splitn(fields, '\n');
     let mut next = || parts.next().ok_or(DecodeError::TooFewFields);
-    let (version, tag, origin, to, from, body) =
-        (next()?, next()?, next()?, next()?, next()?, next()?);
-    if version != VERSION {
-        return Err(DecodeError::Version(version.to_string()));
-    }
+    let (tag, origin, to, from) = (next()?, next()?, next()?, next()?);
+    let sid = if version == VERSION {
+        let sid = next()?;
+        sid.parse::<u64>()
+            .map(SessionId::from_u64)
+            .map_err(|_| DecodeError::Session(sid.to_string()))?
+    } else {
+        SessionId::UNKNOWN
+    };
+    let body = next()?;
     // The origin becomes part of a channel name when a bounce goes back to it.
     if !valid_node_id(origin) {
         return Err(DecodeError::Origin(origin.to_string()));
@@ -157,6 +208,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         "notice" => Event::Notice(frame()),
         "rejoin" => Event::Rejoin {
             from: name("sender", from)?,
+            sid,
         },
         _ if tag.starts_with("bounce/") => {
             let mut fields = tag.split('/').skip(1);
@@ -184,6 +236,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             };
             Event::Signal {
                 from: name("sender", from)?,
+                sid,
                 kind: kind(kind_str)?,
                 reason,
                 frame: frame(),
@@ -228,12 +281,14 @@ mod tests {
             "{\"type\":\"offer\",\"offer\":{\"sdp\":\"v=0\\r\\na=x\\n\"},\"name\":\"ä lice\"}";
         let got = roundtrip(Event::Signal {
             from: n("ä lice"),
+            sid: SessionId::from_u64(u64::MAX),
             kind: SignalKind::Offer,
             reason: None,
             frame: frame.into(),
         });
         let Event::Signal {
             from,
+            sid,
             kind,
             reason,
             frame: got_frame,
@@ -242,6 +297,7 @@ mod tests {
             panic!("expected a signal")
         };
         assert_eq!(from, n("ä lice"));
+        assert_eq!(sid, SessionId::from_u64(u64::MAX));
         assert_eq!(kind, SignalKind::Offer);
         assert_eq!(reason, None);
         assert_eq!(got_frame.as_str(), frame);
@@ -265,8 +321,14 @@ mod tests {
             got,
             Event::Bounce { code: ErrorCode::Busy, request: SignalKind::Offer, ref from } if *from == n("x/y")
         ));
-        let got = roundtrip(Event::Rejoin { from: n("alice") });
-        assert!(matches!(got, Event::Rejoin { ref from } if *from == n("alice")));
+        let sid = SessionId::from_u64(7);
+        let got = roundtrip(Event::Rejoin {
+            from: n("alice"),
+            sid,
+        });
+        assert!(
+            matches!(got, Event::Rejoin { ref from, sid: s } if *from == n("alice") && s == sid)
+        );
         let got = roundtrip(Event::Notice("{\"type\":\"presence\"}".into()));
         assert!(matches!(got, Event::Notice(ref f) if f.as_str() == "{\"type\":\"presence\"}"));
         match decode(&encode_presence("n", &n("dave"), false)) {
@@ -281,6 +343,25 @@ mod tests {
         }
     }
 
+    /// A node not yet upgraded sends `d1`, without session ids: read with the session
+    /// unknown, which admits any session of the name.
+    #[test]
+    fn version_1_is_read_with_the_session_unknown() {
+        let got = decode(b"d1\ncandidate\nn\nbob\nalice\n{\"x\":1}").expect("decodes");
+        let Message::Event {
+            event: Event::Signal {
+                from, sid, frame, ..
+            },
+            ..
+        } = got
+        else {
+            panic!("expected a signal, got {got:?}")
+        };
+        assert_eq!(from, n("alice"));
+        assert_eq!(sid, SessionId::UNKNOWN);
+        assert_eq!(frame.as_str(), "{\"x\":1}");
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for bad in [
@@ -288,6 +369,10 @@ mod tests {
             b"\xff\xfe",
             b"d1",
             b"d2\noffer\nn\nbob\nalice\n{}",
+            b"d2\noffer\nn\nbob\nalice\nx\n{}",
+            b"d2\noffer\nn\nbob\nalice\n-1\n{}",
+            b"d2\noffer\nn\nbob\nalice\n99999999999999999999\n{}",
+            b"d3\noffer\nn\nbob\nalice\n1\n{}",
             b"d1\ndance\nn\nbob\nalice\n{}",
             b"d1\noffer\nn\n\nalice\n{}",
             b"d1\noffer\nn\n  bob\nalice\n{}",
