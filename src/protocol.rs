@@ -254,6 +254,9 @@ pub enum Request<'a> {
         /// restart, or on another node): both sides naming each other restore it. A
         /// value that is not a valid name is no call.
         call: Option<Name>,
+        /// `presenceBatch: true`: the client reads `presence-batch`, so several presence
+        /// changes may reach it as one frame.
+        presence_batch: bool,
     },
     /// `offer`, `answer` or `candidate` to `to`, with the payload as raw JSON text.
     Relay {
@@ -413,6 +416,8 @@ struct Envelope<'a> {
     resume: Option<&'a RawValue>,
     #[serde(borrow, default)]
     call: Option<&'a RawValue>,
+    #[serde(rename = "presenceBatch", borrow, default)]
+    presence_batch: Option<&'a RawValue>,
 }
 
 fn as_string(raw: &RawValue) -> Option<Cow<'_, str>> {
@@ -491,11 +496,15 @@ pub fn parse(text: &str) -> Result<Request<'_>, ParseError> {
                 .filter(|_| token.is_some())
                 .and_then(as_string)
                 .and_then(|raw| Name::parse(&raw).ok());
+            let presence_batch = envelope
+                .presence_batch
+                .is_some_and(|raw| raw.get() == "true");
             return Ok(Request::Login {
                 name,
                 token,
                 resume,
                 call,
+                presence_batch,
             });
         }
         "offer" => SignalKind::Offer,
@@ -740,6 +749,41 @@ pub fn presence_frame(name: &Name, online: bool) -> String {
         "{{\"type\":\"presence\",\"name\":{},\"online\":{online}}}",
         json_string(name.as_str())
     )
+}
+
+/// The name (as the JSON string it was written with) and the state a
+/// [`presence_frame`] carries; `None` for any other frame.
+pub fn parse_presence_frame(frame: &str) -> Option<(&str, bool)> {
+    let rest = frame.strip_prefix("{\"type\":\"presence\",\"name\":")?;
+    if let Some(name) = rest.strip_suffix(",\"online\":true}") {
+        return Some((name, true));
+    }
+    rest.strip_suffix(",\"online\":false}")
+        .map(|name| (name, false))
+}
+
+/// `{"type":"presence-batch","online":[...],"offline":[...]}`: several presence changes in
+/// one frame, for a client that asked for it at login; the names are JSON strings already.
+pub fn presence_batch_frame<'a>(
+    online: impl IntoIterator<Item = &'a str>,
+    offline: impl IntoIterator<Item = &'a str>,
+) -> String {
+    fn list<'a>(out: &mut String, names: impl IntoIterator<Item = &'a str>) {
+        out.push('[');
+        for (i, name) in names.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(name);
+        }
+        out.push(']');
+    }
+    let mut out = String::from("{\"type\":\"presence-batch\",\"online\":");
+    list(&mut out, online);
+    out.push_str(",\"offline\":");
+    list(&mut out, offline);
+    out.push('}');
+    out
 }
 
 #[cfg(test)]

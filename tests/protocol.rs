@@ -169,8 +169,9 @@ async fn slow_consumer_is_dropped_and_sender_told() {
         if v["type"] == "leave" {
             break v;
         }
+        // Presence comes up to 200 ms late (in batches): bob's login may arrive here.
         assert!(
-            v["code"] == "delivery-failed" || v["code"] == "not-online",
+            v["type"] == "presence" || v["code"] == "delivery-failed" || v["code"] == "not-online",
             "{v}"
         );
     };

@@ -35,7 +35,7 @@ async function loggedIn(name = 'bob', reply = {}) {
   ws = FakeWebSocket.instances[0];
   ws.serverOpen();
   ui.handlers.login(`  ${name} `);
-  assert.deepEqual(ws.sent.at(-1), { type: 'login', name, resume: true });
+  assert.deepEqual(ws.sent.at(-1), { type: 'login', name, resume: true, presenceBatch: true });
   ws.serverSend({ type: 'login', success: true, name, iceServers: [{ urls: ['stun:s:3478'] }], users: ['alice', name], resumeToken: 'tok-1', ...reply });
   await settle();
   ws.sent.length = 0;
@@ -58,6 +58,15 @@ test('login: the call page shows, users exclude ourselves, ICE servers come from
   await settle();
   assert.deepEqual(last().config.iceServers, [{ urls: ['stun:s:3478'] }]);
   assert.equal(last().config.iceTransportPolicy, undefined);
+});
+
+test('a presence-batch updates the user list in one go, never listing ourselves', () => {
+  ws.serverSend({ type: 'presence-batch', online: ['dave', 'erin', 'bob', 'frank'], offline: ['carol'] });
+  for (const n of ['dave', 'erin', 'frank']) assert.ok(ui.users.includes(n), `${n} listed`);
+  assert.ok(!ui.users.includes('carol'));
+  assert.ok(!ui.users.includes('bob'), 'our own name is not listed');
+  ws.serverSend({ type: 'presence-batch', online: [], offline: ['dave', 'erin', 'frank'] });
+  for (const n of ['dave', 'erin', 'frank']) assert.ok(!ui.users.includes(n), `${n} gone`);
 });
 
 test('?relay=1 makes every peer connection relay-only', async () => {
@@ -242,7 +251,7 @@ test('signaling lost: the call and its peer connection go on; the new socket res
   const next = FakeWebSocket.instances.at(-1);
   assert.notEqual(next, ws);
   next.serverOpen();
-  assert.deepEqual(next.sent, [{ type: 'login', name: 'bob', resume: true, resumeToken: 'tok-1', call: 'alice' }]);
+  assert.deepEqual(next.sent, [{ type: 'login', name: 'bob', resume: true, presenceBatch: true, resumeToken: 'tok-1', call: 'alice' }]);
   next.serverSend({ type: 'login', success: true, name: 'bob', iceServers: [], users: ['alice'], resumeToken: 'tok-2', resumed: true });
   assert.equal(ui.view, 'connected');
   assert.equal(app.debugState.pc, pc);
@@ -276,7 +285,7 @@ test('hanging up while the server is out of reach: the leave goes out once we ar
   await new Promise((ok) => setTimeout(ok, 20));
   const next = FakeWebSocket.instances.at(-1);
   next.serverOpen();
-  assert.deepEqual(next.sent, [{ type: 'login', name: 'bob', resume: true, resumeToken: 'tok-1' }], 'no call named: we left it');
+  assert.deepEqual(next.sent, [{ type: 'login', name: 'bob', resume: true, presenceBatch: true, resumeToken: 'tok-1' }], 'no call named: we left it');
   next.serverSend({ type: 'login', success: true, name: 'bob', iceServers: [], users: [], resumeToken: 'tok-2', resumed: true });
   assert.deepEqual(next.sent.at(-1), { type: 'leave', name: 'alice', reason: 'hangup' });
   assert.equal(ui.callStatus, 'Call with alice ended.', 'why the call ended stays up');
@@ -328,7 +337,7 @@ test('after a reconnect, name-taken (our old session not yet gone) is retried, n
   assert.match(ui.connection, /already in use.*retrying/i);
   assert.equal(ui.page, 'call');
   await new Promise((ok) => setTimeout(ok, 600)); // first retry waits 250..500 ms
-  const login = { type: 'login', name: 'bob', resume: true, resumeToken: 'tok-1' };
+  const login = { type: 'login', name: 'bob', resume: true, presenceBatch: true, resumeToken: 'tok-1' };
   assert.deepEqual(next.sent, [login, login]);
   next.serverSend({ type: 'login', success: true, name: 'bob', iceServers: [], users: ['alice'] });
   assert.equal(ui.connection, 'Connected');
@@ -465,7 +474,7 @@ test('Sign in pressed while the server is out of reach: the retries keep saying 
   FakeWebSocket.instances.at(-1).serverOpen();
   assert.equal(ui.loginStatus, 'Reconnected to the server.');
   ui.handlers.login('dave');
-  assert.deepEqual(FakeWebSocket.instances.at(-1).sent, [{ type: 'login', name: 'dave', resume: true }]);
+  assert.deepEqual(FakeWebSocket.instances.at(-1).sent, [{ type: 'login', name: 'dave', resume: true, presenceBatch: true }]);
 });
 
 test('our latest token refused after a restart (the server had not written it yet): the one before is tried once', async () => {

@@ -9,6 +9,7 @@ import {
   msg,
   pageOptions,
   parseMessage,
+  presenceChanges,
   signalingUrl,
 } from '../../web/js/protocol.js';
 
@@ -42,9 +43,9 @@ test('names are trimmed and checked like the server does', () => {
 });
 
 test('messages carry the fields of docs/protocol.md', () => {
-  assert.deepEqual(msg.login('a'), { type: 'login', name: 'a', resume: true });
-  assert.deepEqual(msg.login('a', { resumeToken: 't', call: 'b' }), { type: 'login', name: 'a', resume: true, resumeToken: 't', call: 'b' });
-  assert.deepEqual(msg.login('a', { resumeToken: null, call: null }), { type: 'login', name: 'a', resume: true });
+  assert.deepEqual(msg.login('a'), { type: 'login', name: 'a', resume: true, presenceBatch: true });
+  assert.deepEqual(msg.login('a', { resumeToken: 't', call: 'b' }), { type: 'login', name: 'a', resume: true, presenceBatch: true, resumeToken: 't', call: 'b' });
+  assert.deepEqual(msg.login('a', { resumeToken: null, call: null }), { type: 'login', name: 'a', resume: true, presenceBatch: true });
   assert.deepEqual(msg.offer('b', { type: 'offer', sdp: 'x' }), { type: 'offer', name: 'b', offer: { type: 'offer', sdp: 'x' } });
   assert.deepEqual(msg.answer('b', { sdp: 'y' }), { type: 'answer', name: 'b', answer: { sdp: 'y' } });
   assert.deepEqual(msg.candidate('b', { candidate: 'c' }), { type: 'candidate', name: 'b', candidate: { candidate: 'c' } });
@@ -98,4 +99,17 @@ test('callFromHash reads #call=NAME, decoded; callLink makes /call/NAME', async 
   assert.equal(callFromHash('#call='), null);
   assert.equal(callFromHash(''), null);
   assert.equal(callLink({ origin: 'https://duet.example' }, 'böb x'), 'https://duet.example/call/b%C3%B6b%20x');
+});
+
+test('presence and presence-batch read as [name, online] changes', () => {
+  assert.deepEqual(presenceChanges({ type: 'presence', name: 'a', online: true }), [['a', true]]);
+  assert.deepEqual(presenceChanges({ type: 'presence', name: 'a', online: false }), [['a', false]]);
+  assert.deepEqual(presenceChanges({ type: 'presence-batch', online: ['a', 'b'], offline: ['c'] }), [
+    ['a', true],
+    ['b', true],
+    ['c', false],
+  ]);
+  assert.deepEqual(presenceChanges({ type: 'presence-batch', online: 'a', offline: [7, 'c'] }), [['c', false]]);
+  assert.deepEqual(presenceChanges({ type: 'presence', name: 3 }), []);
+  assert.deepEqual(presenceChanges({ type: 'offer' }), []);
 });

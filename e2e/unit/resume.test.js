@@ -80,7 +80,7 @@ test('reload in a call: no sign-in form; resumes with the token naming the call,
   assert.equal(ui.page, 'call');
   assert.match(ui.callStatus, /rejoining the call with alice/i);
   first.serverOpen();
-  assert.deepEqual(first.sent, [{ type: 'login', name: 'bob', resume: true, resumeToken: 'tok-1', call: 'alice' }]);
+  assert.deepEqual(first.sent, [{ type: 'login', name: 'bob', resume: true, presenceBatch: true, resumeToken: 'tok-1', call: 'alice' }]);
   first.serverSend(loginOk('bob', { resumed: true }));
   await settle();
   await settle();
@@ -106,7 +106,7 @@ test('reload in a call: no sign-in form; resumes with the token naming the call,
 test('reload while it rang: the attempt is called off, and the page says so', async () => {
   const { ui, first } = page('bob', { name: 'bob', token: 'tok-1', call: { peer: 'alice', answered: false, role: 'caller' } });
   first.serverOpen();
-  assert.deepEqual(first.sent, [{ type: 'login', name: 'bob', resume: true, resumeToken: 'tok-1' }]);
+  assert.deepEqual(first.sent, [{ type: 'login', name: 'bob', resume: true, presenceBatch: true, resumeToken: 'tok-1' }]);
   first.serverSend(loginOk('bob', { resumed: true }));
   await settle();
   assert.deepEqual(first.sent.at(-1), { type: 'leave', name: 'alice', reason: 'cancelled' });
@@ -186,7 +186,7 @@ test('ICE restart: the side whose name sorts first restarts after the path is go
   assert.equal(FakeWebSocket.instances.length, 2);
   const fresh = FakeWebSocket.instances[1];
   fresh.serverOpen();
-  assert.deepEqual(fresh.sent, [{ type: 'login', name: 'alice', resume: true, resumeToken: 'tok-new', call: 'bob' }]);
+  assert.deepEqual(fresh.sent, [{ type: 'login', name: 'alice', resume: true, presenceBatch: true, resumeToken: 'tok-new', call: 'bob' }]);
   assert.equal(pc.iceRestarts, 0, 'no restart before the resume is through');
   fresh.serverSend(loginOk('alice', { resumed: true }));
   t.mock.timers.tick(0);

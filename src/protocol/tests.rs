@@ -188,3 +188,40 @@ fn error_codes_round_trip() {
         assert_eq!(ErrorCode::from_code(code.as_str()), Some(code));
     }
 }
+
+#[test]
+fn presence_frames_read_back_and_batch() {
+    let name = Name::parse("Zoë \"z\"").expect("valid name");
+    for online in [true, false] {
+        let frame = presence_frame(&name, online);
+        let (json, state) = parse_presence_frame(&frame).expect("a presence frame");
+        assert_eq!(state, online);
+        assert_eq!(
+            serde_json::from_str::<String>(json).ok().as_deref(),
+            Some(name.as_str())
+        );
+    }
+    assert_eq!(
+        parse_presence_frame(r#"{"type":"ringing","name":"a"}"#),
+        None
+    );
+    let frame = presence_batch_frame(["\"a\"", "\"b\""], ["\"c\""]);
+    let v: serde_json::Value = serde_json::from_str(&frame).expect("valid JSON");
+    assert_eq!(
+        v,
+        serde_json::json!({"type":"presence-batch","online":["a","b"],"offline":["c"]})
+    );
+}
+
+#[test]
+fn login_asks_for_presence_batches() {
+    let batch = |text| match parse(text) {
+        Ok(Request::Login { presence_batch, .. }) => presence_batch,
+        other => panic!("not a login: {other:?}"),
+    };
+    assert!(batch(r#"{"type":"login","name":"a","presenceBatch":true}"#));
+    assert!(!batch(r#"{"type":"login","name":"a"}"#));
+    assert!(!batch(
+        r#"{"type":"login","name":"a","presenceBatch":"yes"}"#
+    ));
+}

@@ -49,6 +49,7 @@ use crate::config::Config;
 use crate::ice::IceConfig;
 use crate::logging::shown;
 use crate::metrics::{ConnectionPermit, Metrics};
+use crate::presence::Batch;
 use crate::protocol::{self, ErrorCode, LeaveReason};
 use crate::registry::{Event, Registry};
 use crate::source_limit::SourceLimiter;
@@ -174,6 +175,12 @@ struct Session {
     /// Who a token on the upgrade said this is: logged in at once under that name, which
     /// is the only name this connection may have.
     identity: Option<crate::auth::jwt::Identity>,
+    /// Presence changes gathered for the client, written when due (boxed and made only
+    /// when a change arrives, so an idle connection pays one pointer and a burst gives its
+    /// memory back once written).
+    presence: Option<Box<Batch>>,
+    /// The client asked at login for `presence-batch` frames.
+    presence_batch: bool,
 }
 
 /// Serves one upgraded WebSocket until it closes, the client misbehaves, or the server
@@ -226,6 +233,8 @@ where
         restored: false,
         held: false,
         identity,
+        presence: None,
+        presence_batch: false,
         ctx,
     };
     session.run(socket, permit)
@@ -275,6 +284,8 @@ pub async fn restore(ctx: Arc<Context>, id: u64, row: store::Row) -> Option<Rest
         restored: true,
         held: false,
         identity: None,
+        presence: None,
+        presence_batch: false,
         ctx,
     };
     Some(Restored(session))
@@ -359,6 +370,9 @@ impl Session {
             if let Some(deadline) = self.user.as_ref().and_then(|u| u.call.deadline()) {
                 wake = wake.min(deadline);
             }
+            if let Some(batch) = &self.presence {
+                wake = wake.min(batch.due());
+            }
             if timer.deadline() != wake {
                 timer.as_mut().reset(wake);
             }
@@ -422,6 +436,9 @@ impl Session {
                         next_ping = now + ping_interval;
                     }
                     Box::pin(self.check_ring_timeout(now)).await;
+                    if self.presence.as_ref().is_some_and(|b| now >= b.due()) {
+                        self.write_presence();
+                    }
                 }
             }
             if !self.out.is_empty()
@@ -597,6 +614,30 @@ impl Session {
             Verdict::Exceeded => self.end = Some(End::RateLimited),
         }
         false
+    }
+
+    /// A frame for the client: a presence change joins the batch (written when due, or
+    /// at once when full); anything else is written with the current input.
+    fn notice(&mut self, frame: Utf8Bytes) {
+        if protocol::parse_presence_frame(&frame).is_none() {
+            self.out.push(Message::Text(frame));
+            return;
+        }
+        let batch = self
+            .presence
+            .get_or_insert_with(|| Box::new(Batch::new(Instant::now())));
+        batch.add(&frame);
+        if batch.is_full() {
+            self.write_presence();
+        }
+    }
+
+    /// Queues the gathered presence changes for writing.
+    fn write_presence(&mut self) {
+        if let Some(batch) = self.presence.take() {
+            let frames = batch.frames(self.presence_batch);
+            self.out.extend(frames.into_iter().map(Message::Text));
+        }
     }
 
     fn push(&mut self, frame: String) {

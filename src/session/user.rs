@@ -64,6 +64,9 @@ impl Session {
                 return;
             }
         };
+        if let Request::Login { presence_batch, .. } = request {
+            self.presence_batch = presence_batch;
+        }
         let Some(mut user) = self.user.take() else {
             match request {
                 // A token's connection has its name: a login retries it.
@@ -73,6 +76,7 @@ impl Session {
                     token,
                     resume,
                     call,
+                    ..
                 } => self.login(name, token.as_deref(), resume, call).await,
                 Request::Relay { kind, .. } => self.not_logged_in(kind),
                 Request::Leave { .. } => self.not_logged_in(SignalKind::Leave),
@@ -526,7 +530,7 @@ impl Session {
 
     pub(super) async fn on_event(&mut self, user: &mut User, event: Event) {
         match event {
-            Event::Notice(frame) => self.out.push(Message::Text(frame)),
+            Event::Notice(frame) => self.notice(frame),
             Event::Rejoin { from, sid } => self.on_rejoin(user, from, sid).await,
             Event::Replaced => self.end = Some(super::End::Replaced),
             Event::NameLost => self.end = Some(super::End::NameLost),

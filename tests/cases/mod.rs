@@ -30,6 +30,7 @@ macro_rules! all_cases {
             candidates_in_order,
             in_flight_frames_do_not_reach_the_next_holder,
             presence,
+            presence_bursts_come_in_batches,
             look_alike_names_are_one_name,
         );
     };
@@ -518,6 +519,81 @@ pub async fn presence(c: &Cluster) {
             break;
         }
     }
+}
+
+/// Users in a burst that reaches a client, and the frames it took, read until every one of
+/// `names` has been reported `online` (as `presence` or `presence-batch`).
+async fn presence_burst(client: &mut Client, names: &[String], online: bool) -> (usize, usize) {
+    let mut seen = std::collections::HashSet::new();
+    let (mut batches, mut singles) = (0, 0);
+    while seen.len() < names.len() {
+        let v = client.recv().await;
+        match v["type"].as_str() {
+            Some("presence-batch") => {
+                batches += 1;
+                let (this, other) = if online {
+                    ("online", "offline")
+                } else {
+                    ("offline", "online")
+                };
+                for name in v[this].as_array().expect("a list of names") {
+                    let name = name.as_str().expect("a name").to_string();
+                    assert!(names.contains(&name), "unexpected {name} in {v}");
+                    assert!(seen.insert(name), "reported twice: {v}");
+                }
+                assert_eq!(v[other], json!([]), "{v}");
+            }
+            Some("presence") => {
+                singles += 1;
+                assert_eq!(v["online"], online, "{v}");
+                let name = v["name"].as_str().expect("a name").to_string();
+                assert!(names.contains(&name), "unexpected {v}");
+                assert!(seen.insert(name), "reported twice: {v}");
+            }
+            _ => panic!("expected presence, got {v}"),
+        }
+    }
+    (batches, singles)
+}
+
+/// A burst of logins (and then of logouts) reaches a client that asked for
+/// `presence-batch` as a few frames carrying every name once; a client that did not ask
+/// gets one `presence` per user, as before.
+pub async fn presence_bursts_come_in_batches(c: &Cluster) {
+    const N: usize = 60;
+    let mut batched = c.client(0).await;
+    batched
+        .send(json!({"type": "login", "name": "watch-b", "presenceBatch": true}))
+        .await;
+    assert_eq!(batched.recv_type("login").await["success"], true);
+    let mut plain = c.user(1, "watch-p").await;
+    let names: Vec<String> = (0..N).map(|i| format!("burst{i}")).collect();
+    let users =
+        futures_util::future::join_all(names.iter().enumerate().map(|(i, name)| c.user(i, name)))
+            .await;
+    // The batched observer hears the plain one come too (the plain one found it in `users`).
+    let mut with_plain = names.clone();
+    with_plain.push("watch-p".to_string());
+    let (b_batches, b_singles) = presence_burst(&mut batched, &with_plain, true).await;
+    let (p_batches, p_singles) = presence_burst(&mut plain, &names, true).await;
+    assert_eq!(p_batches, 0, "a client that did not ask got presence-batch");
+    assert_eq!(p_singles, N);
+    assert!(
+        b_batches + b_singles < N / 2,
+        "{N} logins came in {b_batches} batches and {b_singles} single frames"
+    );
+    futures_util::future::join_all(users.into_iter().map(Client::close)).await;
+    let (l_batches, l_singles) = presence_burst(&mut batched, &names, false).await;
+    let (_, p_left) = presence_burst(&mut plain, &names, false).await;
+    assert_eq!(p_left, N);
+    assert!(
+        l_batches + l_singles < N / 2,
+        "{N} logouts came in {l_batches} batches and {l_singles} single frames"
+    );
+    eprintln!(
+        "presence burst of {N}: logins in {b_batches} batch and {b_singles} single frames, \
+         logouts in {l_batches} batch and {l_singles} single frames"
+    );
 }
 
 /// While `bob` is online, names that differ only in case or in look-alike letters are

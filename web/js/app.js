@@ -23,6 +23,7 @@ import {
   describeLoginFailure,
   endsCallAttempt,
   msg,
+  presenceChanges,
 } from './protocol.js';
 import { CallAttempt } from './attempt.js';
 import { PeerCall, fingerprintOf } from './call.js';
@@ -372,6 +373,7 @@ export class App {
       case 'login':
         return this.#onLogin(m);
       case 'presence':
+      case 'presence-batch':
         return this.#onPresence(m);
       case 'offer':
         return this.#onOffer(m);
@@ -535,9 +537,11 @@ export class App {
   }
 
   #onPresence(m) {
-    if (typeof m.name !== 'string' || m.name === this.#name) return;
-    if (m.online) this.#users.add(m.name);
-    else this.#users.delete(m.name);
+    for (const [name, online] of presenceChanges(m)) {
+      if (name === this.#name) continue;
+      if (online) this.#users.add(name);
+      else this.#users.delete(name);
+    }
     this.#ui.setUsers([...this.#users].sort(byName), { truncated: this.#usersTruncated });
   }
 

@@ -52,10 +52,11 @@ export const msg = {
   /**
    * Always resumable (docs/protocol.md, Resume). `resumeToken` takes back a held
    * session; `call` names the peer we believe we are in a call with, so the
-   * server can restore that call after a restart.
+   * server can restore that call after a restart. `presenceBatch`: we read
+   * `presence-batch` (see presenceChanges).
    */
   login: (name, { resumeToken = null, call = null } = {}) => {
-    const m = { type: 'login', name, resume: true };
+    const m = { type: 'login', name, resume: true, presenceBatch: true };
     if (resumeToken) m.resumeToken = resumeToken;
     if (call) m.call = call;
     return m;
@@ -65,6 +66,19 @@ export const msg = {
   candidate: (name, candidate) => ({ type: 'candidate', name, candidate }),
   leave: (name, reason = 'hangup') => ({ type: 'leave', name, reason }),
 };
+
+/**
+ * The [name, online] changes a `presence` or `presence-batch` message carries
+ * (docs/protocol.md, Presence); none for anything malformed.
+ */
+export function presenceChanges(m) {
+  if (m?.type === 'presence') {
+    return typeof m.name === 'string' ? [[m.name, m.online === true]] : [];
+  }
+  if (m?.type !== 'presence-batch') return [];
+  const names = (list) => (Array.isArray(list) ? list.filter((n) => typeof n === 'string') : []);
+  return [...names(m.online).map((n) => [n, true]), ...names(m.offline).map((n) => [n, false])];
+}
 
 /** Turn a frame's text into a message object, or null if it is not one. */
 export function parseMessage(text) {
