@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ::redis::RedisError;
 
+use super::outbox::MalformedBatch;
 use super::wire::DecodeError;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,4 +38,7 @@ pub enum Error {
     /// Another node published something this one cannot read.
     #[error("malformed message: {0}")]
     Malformed(#[from] DecodeError),
+    /// Another node's send batch that cannot be split into its messages.
+    #[error("{0}")]
+    MalformedBatch(#[from] MalformedBatch),
 }

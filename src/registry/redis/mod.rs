@@ -9,7 +9,8 @@
 //!   the set `{prefix}node:{id}:users` (for the roster and the online count).
 //! - Each node subscribes to its own channel `{prefix}to:{id}`. A send to a user on another
 //!   node is one Lua script (look up the owner, publish to its channel), so `not-online`
-//!   comes back at once; users on this node are reached directly, without Redis. Events
+//!   comes back at once; the sends of all sessions go in batches, one script call each
+//!   (`outbox`); users on this node are reached directly, without Redis. Events
 //!   from one sender to one receiver stay in order: a session awaits each send, and one
 //!   command connection and one subscription carry them.
 //! - A node that dies without warning stops refreshing: its names expire after the lease.
@@ -22,8 +23,9 @@
 //!
 //! Files: `keys` (every key and channel name), `lua` (the scripts, `scripts/*.lua`),
 //! `wire` (what nodes publish), `conn` (the connection, timeouts, backoff), `node` (this
-//! node's state), `peers` (the watched call peers), `heartbeat` and `subscription` (the
-//! two background tasks), `reply` (reading Redis replies), `error`.
+//! node's state), `outbox` (cross-node sends, batched), `peers` (the watched call peers),
+//! `heartbeat` and `subscription` (the two background tasks), `reply` (reading Redis
+//! replies), `error`.
 
 mod conn;
 mod error;
@@ -31,6 +33,7 @@ mod heartbeat;
 mod keys;
 mod lua;
 mod node;
+mod outbox;
 mod peers;
 mod reply;
 mod subscription;
@@ -104,6 +107,7 @@ impl RedisRegistry {
         let id: Arc<str> = node_id(options.node_id.as_deref())?.into();
         let lease = options.lease;
         let op_timeout = (lease / 4).clamp(Duration::from_millis(500), Duration::from_secs(2));
+        let (outbox, batches) = outbox::outbox();
         let node = Arc::new(Node::new(
             id.clone(),
             Keys::new(&options.prefix, id),
@@ -111,10 +115,12 @@ impl RedisRegistry {
             options.resume_window,
             options.presence,
             Link::new(client, op_timeout),
+            outbox,
         ));
         info!(node = %node.id, lease = ?lease, "cluster mode: coordinating through redis");
         node.tasks.spawn(node.clone().maintain());
         node.tasks.spawn(node.clone().subscribe());
+        node.tasks.spawn(node.clone().batch_sends(batches));
         let mut state = node.link.state.subscribe();
         let ready = timeout(op_timeout * 3, state.wait_for(|s| s.commands && s.pubsub)).await;
         if !matches!(ready, Ok(Ok(_))) {
@@ -327,14 +333,8 @@ impl RedisRegistry {
             return Ok(mailbox.deliver(event)?);
         }
         let payload = wire::encode_event(&node.id, to, &event);
-        let mut call = node.scripts.send.prepare_invoke();
-        call.key(node.keys.user(to))
-            .arg(node.keys.inbox_prefix())
-            .arg(node.keys.node_prefix())
-            .arg(payload);
         let reply = node
-            .link
-            .invoke::<Value>("send", call)
+            .send_batched(node.keys.user(to), payload)
             .await
             .map_err(|e| SendError::Unavailable(e.to_string()))?;
         let error = match sent(&reply) {

@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use super::conn::Link;
 use super::keys::Keys;
 use super::lua::Scripts;
+use super::outbox::Outbox;
 use super::peers::Peers;
 use crate::presence::Presence;
 use crate::protocol::Name;
@@ -46,6 +47,8 @@ pub struct Node {
     pub stop: CancellationToken,
     pub tasks: TaskTracker,
     pub scripts: Scripts,
+    /// Cross-node sends on their way to the batch task ([`super::outbox`]).
+    pub outbox: Outbox,
 }
 
 /// State of the users connected to this node.
@@ -97,6 +100,7 @@ impl Node {
         resume_window: Duration,
         presence: Presence,
         link: Link,
+        outbox: Outbox,
     ) -> Node {
         Node {
             id,
@@ -112,6 +116,7 @@ impl Node {
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
             scripts: Scripts::new(),
+            outbox,
         }
     }
 

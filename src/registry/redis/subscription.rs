@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 use super::conn::Backoff;
 use super::error::Error;
 use super::node::Node;
+use super::outbox::unbatch;
 use super::wire::{self, Message};
 use crate::protocol::{ErrorCode, Name, SignalKind};
 use crate::registry::mailbox::{DeliverError, Event};
@@ -53,8 +54,14 @@ impl Node {
                     _ = self.stop.cancelled() => return,
                     msg = stream.next() => match msg {
                         Some(msg) => {
-                            if let Err(e) = self.on_message(msg.get_payload_bytes()) {
-                                warn!(error = %e, "ignoring a message from redis");
+                            // Several events for this node may come in one message.
+                            for payload in unbatch(msg.get_payload_bytes()) {
+                                let handled = payload
+                                    .map_err(Error::from)
+                                    .and_then(|payload| self.on_message(payload));
+                                if let Err(e) = handled {
+                                    warn!(error = %e, "ignoring a message from redis");
+                                }
                             }
                         }
                         None => break,
