@@ -23,7 +23,8 @@
 //! - [`turn`]: the embedded TURN server (`--turn-server`): config and start in `mod.rs`,
 //!   `auth`, `policy` (allowed peers), `gate` (refusals before the crate sees a request),
 //!   `relay` (guarded relay sockets, bandwidth cap), `tcp` (TURN over TCP and TLS, from
-//!   its own port or duet's), `limit` (answers to unauthenticated requests), and
+//!   its own port or duet's), `limit` (answers to unauthenticated requests),
+//!   [`turn::live`] (credentials that end with their session), and
 //!   `filter` (the one `Conn` wrapper the gate and the relay guard plug into).
 //! - [`source_limit`]: budgets per client address in constant memory (unauthenticated
 //!   TURN requests, logins).
@@ -152,6 +153,7 @@ pub async fn run(
         shutdown: cancel.clone(),
         resume,
         logins: session::login_limiter(),
+        turn_live: turn.as_ref().and_then(|t| t.live.clone()),
         auth,
     });
     let state = AppState {

@@ -50,6 +50,8 @@ async fn server(tls: Option<&Path>) -> Server {
     Server::start(move |c| {
         c.ice.turn_secret = Some(SECRET.into());
         c.turn.enabled = true;
+        // The test mints its own credentials with the secret.
+        c.turn.credentials = duet::turn::CredentialScope::Expiry;
         c.turn.listen_udp = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         c.turn.allow_loopback = true;
         if let Some(dir) = tls {

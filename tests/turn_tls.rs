@@ -40,11 +40,19 @@ fn turn_entry(login: &Value) -> Value {
 }
 
 async fn login(server: &Server, name: &str) -> Value {
+    let (client, reply) = login_held(server, name).await;
+    // Kept open past the test's allocations: the embedded server accepts a session's
+    // credentials while the session lives (`--turn-credentials session`).
+    std::mem::forget(client);
+    reply
+}
+
+/// A logged-in client, kept, and its login reply.
+async fn login_held(server: &Server, name: &str) -> (common::Client, Value) {
     let mut client = common::Client::connect(&server.url("/")).await;
     let reply = client.login(name).await;
     assert_eq!(reply["success"], true, "{reply}");
-    client.close().await;
-    reply
+    (client, reply)
 }
 
 /// Allocates a relay on the TURN server at `server` with the given credentials; returns
@@ -186,6 +194,68 @@ async fn embedded_turn_server_accepts_the_credentials_duet_hands_out() {
         .expect("TURN port released on shutdown");
 }
 
+/// Issue 15 finding 8 (quota squatting): someone logs in as bob while he is offline,
+/// takes the name's allocations and logs out. The credentials stay good for --turn-ttl
+/// and the allocations count against "bob", so the real bob got 486. Now credentials
+/// work while their session lives: logging out refuses them and closes their
+/// allocations, and bob gets his own.
+#[tokio::test]
+async fn turn_credentials_end_with_their_session() {
+    let mut server = Server::start(|c| {
+        c.turn.enabled = true;
+        c.turn.listen_udp = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        c.turn.user_quota = 2;
+    })
+    .await;
+    let (squatter, reply) = login_held(&server, "bob").await;
+    let turn = turn_entry(&reply);
+    let addr = turn_addr(turn["urls"][0].as_str().expect("url"));
+    let (username, credential) = (
+        turn["username"].as_str().expect("username").to_owned(),
+        turn["credential"].as_str().expect("credential").to_owned(),
+    );
+    for i in 0..2 {
+        allocate(addr, &username, &credential)
+            .await
+            .unwrap_or_else(|e| panic!("squatter's allocation {i}: {e}"));
+    }
+    let full = allocate(addr, &username, &credential).await;
+    assert!(
+        full.as_ref().is_err_and(|e| e.contains("486")),
+        "the name's quota is taken: {full:?}"
+    );
+
+    squatter.close().await;
+    // The session's end is carried out on the server a moment after the close.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let refused = loop {
+        let attempt = allocate(addr, &username, &credential).await;
+        if attempt.is_err() || tokio::time::Instant::now() > deadline {
+            break attempt;
+        }
+    };
+    let refused = refused.expect_err("the ended session's credentials are refused");
+    assert!(refused.contains("401"), "{refused}");
+
+    // The real bob: his own credentials, and the quota the squatter held is free.
+    let (_bob, reply) = login_held(&server, "bob").await;
+    let turn = turn_entry(&reply);
+    let (username, credential) = (
+        turn["username"].as_str().expect("username"),
+        turn["credential"].as_str().expect("credential"),
+    );
+    let mut got = Vec::new();
+    while got.len() < 2 && tokio::time::Instant::now() < deadline + WAIT {
+        match allocate(addr, username, credential).await {
+            Ok(relay) => got.push(relay),
+            Err(e) if e.contains("486") => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("bob's allocation: {e}"),
+        }
+    }
+    assert_eq!(got.len(), 2, "bob gets the name's whole quota back");
+    server.shutdown().await.expect("clean shutdown");
+}
+
 #[tokio::test]
 async fn embedded_turn_server_refuses_expired_credentials_and_loopback_peers() {
     let mut server = Server::start(|c| {
@@ -219,14 +289,12 @@ async fn embedded_turn_server_refuses_expired_credentials_and_loopback_peers() {
         .expect_err("expired credentials are refused");
     assert!(!err.is_empty());
 
-    // Valid credentials, but the relay may not reach loopback without
+    // Valid credentials (the login's), but the relay may not reach loopback without
     // --turn-allow-loopback: the permission is refused with 403.
-    let fresh = duet::ice::rest_credentials(
-        SECRET.as_bytes(),
-        "carol",
-        Duration::from_secs(600),
-        SystemTime::now(),
-    );
+    let fresh = duet::ice::TurnCredentials {
+        username: turn["username"].as_str().expect("username").to_owned(),
+        credential: turn["credential"].as_str().expect("credential").to_owned(),
+    };
     let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
         .await
         .expect("bind");

@@ -170,6 +170,7 @@ impl Session {
         let handover = Handover {
             call: user.call.clone(),
             sid: user.sid,
+            turn: std::mem::take(&mut self.turn),
             frames,
             restored: self.restored,
         };

@@ -26,6 +26,7 @@ pub mod resume;
 pub mod store;
 mod user;
 
+use crate::turn::live::{LiveCredential, LiveCredentials};
 use std::error::Error as StdError;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -66,6 +67,9 @@ pub struct Context {
     pub resume: Resume,
     /// Logins per client address ([`login_limiter`]).
     pub logins: SourceLimiter,
+    /// The embedded TURN server's live usernames (`--turn-credentials session`), which
+    /// sessions hold for the credentials they hand out.
+    pub turn_live: Option<LiveCredentials>,
     /// Who may open a WebSocket (`--password-file`; open by default).
     pub auth: Arc<crate::auth::Auth>,
 }
@@ -181,7 +185,14 @@ struct Session {
     presence: Option<Box<Batch>>,
     /// The client asked at login for `presence-batch` frames.
     presence_batch: bool,
+    /// The TURN usernames this session was handed (with `--turn-credentials session`):
+    /// the embedded server accepts them while the session lives.
+    turn: Vec<LiveCredential>,
 }
+
+/// TURN credentials a session keeps holding: the latest few (a resume hands out new
+/// ones while the call's connection still uses the earlier).
+const TURN_CREDENTIALS_KEPT: usize = 4;
 
 /// Serves one upgraded WebSocket until it closes, the client misbehaves, or the server
 /// shuts down. Cleans up after itself: the name is released, a call peer told, and the
@@ -235,6 +246,7 @@ where
         identity,
         presence: None,
         presence_batch: false,
+        turn: Vec::new(),
         ctx,
     };
     session.run(socket, permit)
@@ -286,6 +298,7 @@ pub async fn restore(ctx: Arc<Context>, id: u64, row: store::Row) -> Option<Rest
         identity: None,
         presence: None,
         presence_batch: false,
+        turn: Vec::new(),
         ctx,
     };
     Some(Restored(session))

@@ -147,6 +147,8 @@ pub struct Handover {
     pub call: Call,
     /// The session's id, kept by the connection that takes it over: its peer knows it.
     pub sid: SessionId,
+    /// The TURN credentials the session holds: the call's connection may still use them.
+    pub turn: Vec<crate::turn::live::LiveCredential>,
     /// In the order they were to be written; only text frames.
     pub frames: Vec<Message>,
     /// The session was held from the table after a restart: the server does not know

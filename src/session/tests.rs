@@ -101,6 +101,7 @@ fn context_with(configure: impl FnOnce(&mut Config)) -> Arc<Context> {
         shutdown: CancellationToken::new(),
         resume: Resume::new(None),
         logins: super::login_limiter(),
+        turn_live: None,
         auth: Arc::new(crate::auth::Auth::open()),
     })
 }

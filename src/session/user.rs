@@ -172,6 +172,7 @@ impl Session {
                         let handover = Handover {
                             call: Call::Idle,
                             sid: SessionId::random(),
+                            turn: Vec::new(),
                             frames: Vec::new(),
                             restored: true,
                         };
@@ -306,6 +307,7 @@ impl Session {
         // A token's TURN credentials end with the token.
         let until = self.identity.as_ref().map(|identity| identity.expires);
         let ice = self.ctx.ice.servers_until(name, until);
+        self.hold_turn_credentials(&ice);
         self.push(protocol::login_ok_frame(
             name,
             &ice,
@@ -314,6 +316,28 @@ impl Session {
             resume,
         ));
         self.ctx.metrics.logins_total.fetch_add(1, Relaxed);
+    }
+
+    /// Holds the TURN username in `ice` (the login reply's servers) for as long as this
+    /// session lives, when the embedded server accepts only live sessions' credentials.
+    fn hold_turn_credentials(&mut self, ice: &serde_json::Value) {
+        let Some(live) = &self.ctx.turn_live else {
+            return;
+        };
+        let usernames = ice
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|server| server.get("username")?.as_str());
+        for username in usernames {
+            if self.turn.iter().any(|held| held.username() == username) {
+                continue;
+            }
+            while self.turn.len() >= super::TURN_CREDENTIALS_KEPT {
+                self.turn.remove(0);
+            }
+            self.turn.push(live.hold(username));
+        }
     }
 
     /// A login that took back a held (or still connected) session of `name`: the reply,
@@ -343,6 +367,10 @@ impl Session {
         id: Option<[u8; 16]>,
     ) {
         self.ctx.metrics.resumes.fetch_add(1, Relaxed);
+        // The credentials the call's connection uses go on working; the reply's are added.
+        let mut turn = handover.turn;
+        turn.append(&mut self.turn);
+        self.turn = turn;
         let token = self.take_seat(&name, id).await;
         let reply = ResumeReply {
             token: Some(&token),

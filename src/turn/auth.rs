@@ -8,17 +8,20 @@ use std::time::SystemTime;
 
 use ::turn::auth::{AuthHandler, generate_auth_key};
 
+use super::live::LiveCredentials;
 use crate::ice::TurnAuth;
 
 /// The crate's `AuthHandler`: the HMAC key for a username, or an error (which the
 /// crate turns into a 401) for unknown or expired ones.
 pub(super) struct LongTermAuth {
     auth: TurnAuth,
+    /// With `--turn-credentials session`: only the usernames of live sessions.
+    live: Option<LiveCredentials>,
 }
 
 impl LongTermAuth {
-    pub(super) fn new(auth: TurnAuth) -> Self {
-        LongTermAuth { auth }
+    pub(super) fn new(auth: TurnAuth, live: Option<LiveCredentials>) -> Self {
+        LongTermAuth { auth, live }
     }
 }
 
@@ -36,6 +39,14 @@ impl AuthHandler for LongTermAuth {
                 tracing::debug!(%src, username, "TURN auth refused: {e}");
                 ::turn::Error::Other(e.to_string())
             })?;
+        if let Some(live) = &self.live
+            && !live.is_live(username)
+        {
+            tracing::debug!(%src, username, "TURN auth refused: no live session holds this username");
+            return Err(::turn::Error::Other(
+                "the session these credentials were handed to has ended".into(),
+            ));
+        }
         Ok(generate_auth_key(username, realm, &password))
     }
 }

@@ -44,6 +44,7 @@ mod filter;
 mod gate;
 mod limit;
 mod listener;
+pub mod live;
 mod nonce;
 mod policy;
 mod relay;
@@ -230,9 +231,32 @@ pub struct TurnConfig {
     )]
     pub udp_buffer: usize,
 
+    /// Which REST credentials (`--turn-secret`) the embedded server accepts. `session`:
+    /// only those handed to a session of this server that is still connected (or held for
+    /// a resume); when it ends they stop working and their allocations close, so a name
+    /// logged in once cannot keep relaying, or hold the name's quota, afterwards.
+    /// `expiry`: any credential made with the secret, until it expires (--turn-ttl), e.g.
+    /// when other applications or nodes mint credentials for this server.
+    #[arg(
+        long = "turn-credentials",
+        env = "DUET_TURN_CREDENTIALS",
+        value_enum,
+        default_value_t = CredentialScope::Session
+    )]
+    pub credentials: CredentialScope,
+
     /// Credentials check; not a flag because it comes from the ICE config.
     #[arg(skip)]
     pub auth: TurnAuth,
+}
+
+/// How long a REST credential works on the embedded server (`--turn-credentials`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CredentialScope {
+    /// While the session it was handed to lives.
+    Session,
+    /// Until its expiry.
+    Expiry,
 }
 
 impl TurnConfig {
@@ -258,6 +282,7 @@ impl TurnConfig {
             max_bytes_per_sec: 0,
             allow_loopback: false,
             allow_private: false,
+            credentials: CredentialScope::Expiry,
             auth,
         }
     }
@@ -296,6 +321,9 @@ pub struct TurnHandle {
     pub tcp_intake: TcpIntake,
     /// Every listener's allocation table.
     managers: Arc<[Arc<Manager>]>,
+    /// The usernames of live sessions, with `--turn-credentials session` and REST
+    /// credentials: what the sessions hold and the credential check asks.
+    pub live: Option<live::LiveCredentials>,
     /// The listeners' loops, which end (closing their allocations) on shutdown.
     loops: TaskTracker,
 }
@@ -424,7 +452,13 @@ pub async fn start(config: TurnConfig, shutdown: CancellationToken) -> anyhow::R
         .map(|_| manager())
         .collect::<anyhow::Result<Vec<_>>>()?
         .into();
-    let auth = Arc::new(LongTermAuth::new(config.auth.clone()));
+    let live = (config.credentials == CredentialScope::Session
+        && matches!(config.auth, TurnAuth::Secret(_)))
+    .then(live::LiveCredentials::default);
+    if let Some(live) = &live {
+        live.set_managers(Arc::clone(&managers));
+    }
+    let auth = Arc::new(LongTermAuth::new(config.auth.clone(), live.clone()));
     let gate = Arc::new(
         Gatekeeper::new(
             policy,
@@ -457,6 +491,7 @@ pub async fn start(config: TurnConfig, shutdown: CancellationToken) -> anyhow::R
         relay_ip,
         tcp_intake,
         managers,
+        live,
         loops,
     })
 }
@@ -560,7 +595,7 @@ pub mod fuzzing {
 
     impl Gate {
         pub fn new() -> Gate {
-            let auth = Arc::new(LongTermAuth::new(TurnAuth::Secret(b"fuzz".to_vec())));
+            let auth = Arc::new(LongTermAuth::new(TurnAuth::Secret(b"fuzz".to_vec()), None));
             let quotas = Quotas {
                 per_user: 4,
                 per_address: 64,
