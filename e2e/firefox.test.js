@@ -200,7 +200,9 @@ test('Firefox reloads mid-call: it re-joins without the sign-in form or Accept, 
   const t0 = Date.now();
   await fox.page.reload();
   const loaded = Date.now();
-  assert.equal(await fox.page.evaluate(() => document.querySelector('#loginPage').hidden), true, 'the reloaded page asks for the name');
+  // The page's modules start after the sign-in check (/auth/status): the saved session
+  // then takes it back to the call page by itself, with nobody typing a name.
+  await fox.page.waitForFunction(() => document.querySelector('#loginPage').hidden, null, { timeout: 10_000 });
   const framesAt = await waitFirstFrame(fox.page);
   await Promise.all([waitCallState(fox.page, 'connected'), waitCallState(chrome.page, 'connected')]);
   await assertMediaFlows(fox);

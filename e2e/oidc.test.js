@@ -128,6 +128,11 @@ test('two users sign in at the provider, land on the call page under its names, 
 
 test('sign-out ends the session: the page offers the provider again', async () => {
   const { page, context } = users[1];
+  // The call view covers the top bar during a call: hang up first, back to the lobby.
+  if ((await page.evaluate(() => window.duet.state.call)) !== 'idle') {
+    await page.click('#hangUpBtn');
+    await page.waitForFunction(() => window.duet.state.call === 'idle');
+  }
   await page.click('#signOutBtn');
   await page.waitForSelector('#oidcLoginBtn');
   await page.waitForFunction(() => !document.querySelector('#oidcForm').hidden);

@@ -32,6 +32,9 @@ const PREFS = {
   'media.peerconnection.ice.obfuscate_host_addresses': false,
   // The page's console on Firefox's stdout, which geckodriver passes on to us.
   'devtools.console.stdout.content': true,
+  // The page asks before a tab in a call is closed or reloaded (beforeunload); a test that
+  // reloads mid-call answers "leave", as browser.js does for Chromium.
+  'dom.disable_beforeunload': true,
 };
 
 export class WebDriverError extends Error {
