@@ -995,6 +995,8 @@ export class App {
       video: !!stream?.getVideoTracks().length,
     });
     this.#applyToggles();
+    // A refused or missing device can be tried again from the lobby (or the Devices panel).
+    this.#ui.setMediaRetry?.(!!problem, () => this.retryMedia());
     if (problem && !this.#attempt) this.#ui.setCallStatus(problem, 'error');
     else if (problem) this.#log(problem);
     return stream;

@@ -64,6 +64,7 @@ export class Devices {
     const missing = !stream?.getVideoTracks().length || !stream?.getAudioTracks().length;
     this.#retryBtn.hidden = !missing;
     if (missing) this.#say(stream ? 'A camera or microphone is missing.' : 'No camera or microphone.', 'error');
+    else this.#say('Camera and microphone are on.', 'ok');
     this.refresh();
   }
 

@@ -57,6 +57,7 @@ export function createUi(doc = document) {
     callTimer: $('callTimer'),
     stats: $('stats'),
     callStatus: $('callStatus'),
+    mediaRetry: $('lobbyMediaRetryBtn'),
     incomingPanel: $('incomingPanel'),
     incomingText: $('incomingText'),
     acceptBtn: $('acceptBtn'),
@@ -279,6 +280,12 @@ export function createUi(doc = document) {
 
     setCallStatus(text, kind) {
       setStatus(el.callStatus, text, kind);
+    },
+
+    /** Offers (or stops offering) a retry of the camera and microphone in the lobby. */
+    setMediaRetry(offered, onRetry) {
+      el.mediaRetry.hidden = !offered;
+      el.mediaRetry.onclick = offered ? onRetry : null;
     },
 
     /** @param {string} state a CallState  @param {string | null} peer who the call is with */
