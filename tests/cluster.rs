@@ -478,21 +478,24 @@ async fn a_name_claimed_after_redis_lost_its_data_cannot_take_the_call_over() {
         "the claim is gone with Redis's data: {reply}"
     );
 
-    // The newcomer's offer is not a renegotiation of alice's call: it is busy.
+    // The newcomer's offer is not a renegotiation of alice's call: it is busy. It tells
+    // alice's session that her peer's name has a new holder, so her call ends there: she
+    // is told her peer disconnected, and the newcomer takes nothing of the call over.
     thief
         .send(json!({"type": "offer", "name": "hj-alice", "offer": offer_payload()}))
         .await;
     let e = thief.recv_type("error").await;
     assert_eq!(e["code"], "busy", "{e}");
+    let leave = alice.recv_type("leave").await;
+    assert_eq!(leave["name"], "hj-bob", "{leave}");
+    assert_eq!(leave["reason"], "disconnected", "{leave}");
 
-    // What alice sends to her peer's name reaches the newcomer's session, which has no
-    // call with her: refused to her, never shown to the newcomer.
+    // Her call is over: a candidate to her old peer's name is not sent.
     alice
         .send(json!({"type": "candidate", "name": "hj-bob", "candidate": candidate_payload(1)}))
         .await;
     let e = alice.recv_type("error").await;
     assert_eq!(e["code"], "not-in-call", "{e}");
-    assert_eq!(alice.recv_type("leave").await["name"], "hj-bob");
 
     // The real bob's node finds its claim taken at its next heartbeat: bob is closed
     // with 4002, and the count says why.

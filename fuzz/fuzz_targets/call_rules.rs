@@ -8,7 +8,7 @@
 //! - a user is never in a call with themselves;
 //! - a message from a session other than the call peer's (the peer's name was logged in
 //!   again: in a cluster, by someone else after Redis lost its data) is never delivered
-//!   as part of the call;
+//!   as part of the call (only its `leave`, which ends the call);
 //! - once every message has been delivered and every ring has timed out, the two sides
 //!   of a call agree: if A is in a call with B, B is in a call with A (no one is left
 //!   connected or ringing alone).
@@ -47,7 +47,10 @@ enum Step {
 enum Wire {
     /// From the sender's session.
     Signal(SignalKind, SessionId),
-    Bounce { code: ErrorCode, request: SignalKind },
+    Bounce {
+        code: ErrorCode,
+        request: SignalKind,
+    },
 }
 
 struct World {
@@ -74,7 +77,10 @@ impl World {
     }
 
     fn index(&self, name: &Name) -> usize {
-        self.names.iter().position(|n| n == name).expect("known user")
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .expect("known user")
     }
 
     fn step(&mut self, step: Step) {
@@ -94,7 +100,11 @@ impl World {
                 let Ok(plan) = plan else { return };
                 // Only a new offer may go to someone who is not the peer.
                 if !(kind == SignalKind::Offer && self.calls[from].peer().is_none()) {
-                    assert_eq!(self.calls[from].peer(), Some(&self.names[to]), "relayed outside a call");
+                    assert_eq!(
+                        self.calls[from].peer(),
+                        Some(&self.names[to]),
+                        "relayed outside a call"
+                    );
                 }
                 assert_ne!(from, to, "called themselves");
                 if let Some(next) = plan.before {
@@ -121,7 +131,8 @@ impl World {
                 let who = usize::from(who) % USERS;
                 if let Some(peer) = self.calls[who].peer() {
                     let peer = self.index(peer);
-                    self.queues[who][peer].push_back(Wire::Signal(SignalKind::Leave, self.sids[who]));
+                    self.queues[who][peer]
+                        .push_back(Wire::Signal(SignalKind::Leave, self.sids[who]));
                 }
                 self.calls[who] = Call::Idle;
                 let next = self.sids.iter().map(|s| s.as_u64()).max().unwrap_or(0) + 1;
@@ -143,29 +154,50 @@ impl World {
     fn deliver(&mut self, from: usize, to: usize, wire: Wire) {
         let from_name = self.names[from].clone();
         match wire {
-            Wire::Signal(kind, sid) => match call::incoming(&self.calls[to], kind, &from_name, sid, self.now, RING) {
-                Incoming::Deliver { next, .. } => {
-                    if kind != SignalKind::Offer || self.calls[to] != Call::Idle {
-                        assert_eq!(
-                            self.calls[to].peer(),
-                            Some(&from_name),
-                            "delivered outside a call"
-                        );
-                        let peer_sid = self.calls[to].sid();
+            Wire::Signal(kind, sid) => {
+                match call::incoming(&self.calls[to], kind, &from_name, sid, self.now, RING) {
+                    Incoming::Deliver { next, .. } => {
+                        if kind != SignalKind::Offer || self.calls[to] != Call::Idle {
+                            assert_eq!(
+                                self.calls[to].peer(),
+                                Some(&from_name),
+                                "delivered outside a call"
+                            );
+                            let peer_sid = self.calls[to].sid();
+                            assert!(
+                                kind == SignalKind::Leave
+                                    || !peer_sid.is_known()
+                                    || peer_sid == sid,
+                                "delivered from another session of the peer's name"
+                            );
+                        }
+                        if let Some(next) = next {
+                            self.calls[to] = next;
+                        }
+                    }
+                    Incoming::Bounce(code) => {
+                        self.queues[to][from].push_back(Wire::Bounce {
+                            code,
+                            request: kind,
+                        });
+                    }
+                    Incoming::Drop => {
+                        assert_eq!(kind, SignalKind::Leave, "only a leave is dropped")
+                    }
+                    Incoming::PeerReplaced(code) => {
                         assert!(
-                            !peer_sid.is_known() || peer_sid == sid,
-                            "delivered from another session of the peer's name"
+                            self.calls[to].peer() == Some(&from_name)
+                                && self.calls[to].sid() != sid,
+                            "a call ended by a message that was not from a new session of the peer"
                         );
-                    }
-                    if let Some(next) = next {
-                        self.calls[to] = next;
+                        self.calls[to] = Call::Idle;
+                        self.queues[to][from].push_back(Wire::Bounce {
+                            code,
+                            request: kind,
+                        });
                     }
                 }
-                Incoming::Bounce(code) => {
-                    self.queues[to][from].push_back(Wire::Bounce { code, request: kind });
-                }
-                Incoming::Drop => assert_eq!(kind, SignalKind::Leave, "only a leave is dropped"),
-            },
+            }
             Wire::Bounce { code, request } => {
                 if call::bounced(&self.calls[to], &from_name, request, code) != Bounced::Unchanged {
                     self.calls[to] = Call::Idle;
@@ -190,7 +222,11 @@ impl World {
 
     fn check(&self) {
         for (i, call) in self.calls.iter().enumerate() {
-            assert_ne!(call.peer(), Some(&self.names[i]), "in a call with themselves");
+            assert_ne!(
+                call.peer(),
+                Some(&self.names[i]),
+                "in a call with themselves"
+            );
         }
     }
 
@@ -242,7 +278,9 @@ fuzz_target!(|steps: Vec<Step>| {
     // Deliver everything, let every ring time out, until nothing changes.
     loop {
         world.settle();
-        let timed_out = (0..USERS).map(|who| world.time_out(who)).fold(false, |a, b| a | b);
+        let timed_out = (0..USERS)
+            .map(|who| world.time_out(who))
+            .fold(false, |a, b| a | b);
         if !timed_out {
             break;
         }

@@ -20,10 +20,7 @@ fuzz_target!(|text: &str| {
             // The relayed frame is the payload spliced in as is: it must stay valid JSON.
             let sender = protocol::json_string("fuzz");
             let frame = protocol::relay_frame(kind, payload, &sender);
-            assert!(
-                serde_json_valid(&frame),
-                "relay frame is not JSON: {frame}"
-            );
+            assert!(serde_json_valid(&frame), "relay frame is not JSON: {frame}");
         }
         Ok(Request::Leave { to, .. }) => {
             if let Some(Target::Valid(name)) = &to {

@@ -22,19 +22,28 @@
 //! | we get `candidate` from X | in a call with X | deliver |
 //! | we get `leave` from X | in a call with X | idle, deliver |
 //! | we get `leave` from X | otherwise | drop (that call is already over here) |
+//! | we get `leave` from another session of X's name | in a call with X | idle, deliver |
+//! | we get anything else from another session of X's name | in a call with X | idle, our client gets `leave` from X (`disconnected`); bounce `busy` (an offer) or `not-in-call` to it |
 //! | we get anything else from X | otherwise | bounce `not-in-call` to X |
 //! | X refused our `offer` (not `not-in-call`) | `Calling X` | idle |
 //! | X answers anything of ours with `not-in-call` (or a renegotiation with `busy`) | in a call with X | idle, our client gets `leave` from X |
 //! | the ring deadline passes | `Calling X` or `Ringing X` | idle, tell X and us `no-answer` |
 //!
 //! A peer is a name and a session ([`SessionId`]): the state keeps the session of the
-//! peer once it has been heard from, and a message under the peer's name from another
-//! session (the name was claimed by someone else meanwhile, for example on another node
-//! after Redis lost its data) is a stranger's: "X" in the table above means that session
-//! of X. A refusal from the peer's name still counts as the peer's (it answers a message
-//! we sent to the name, wherever it went), and so does a message whose session is
-//! unknown (made by a registry for the name). A resume brings the call to the peer's new
-//! session with [`Event::Rejoin`](crate::registry::Event::Rejoin) (see `rejoin`).
+//! peer once it has been heard from, and "X" in the table above means that session of X.
+//! A message under the peer's name from another session means the name has a new holder
+//! (the peer logged in again, or someone else claimed the name, for example on another
+//! node after Redis lost its data): the session we were in a call with is gone or cut
+//! off, so the call ends here, and the newcomer takes nothing of it over (its offer is
+//! busy, its answer and candidates are refused). Ending is all a newcomer can do to the
+//! call, and it could already: a refusal from the peer's name counts as the peer's (it
+//! answers a message we sent to the name, wherever it went), and so does a message whose
+//! session is unknown (made by a registry for the name). Staying in the call instead
+//! would leave us in it alone for good: the call-rules fuzz target found a caller
+//! connected by a stale answer from the peer's old session, whose new session's `leave`
+//! was then dropped. A resume brings the call to the peer's new session with
+//! [`Event::Rejoin`](crate::registry::Event::Rejoin) (see `rejoin`), which comes before
+//! anything else from that session.
 //!
 //! Without call ids in the protocol, messages that cross can leave the two sides out of
 //! step (the call-rules fuzz target found one: a caller's `no-answer` crossing the
@@ -251,6 +260,10 @@ pub enum Incoming {
     Bounce(ErrorCode),
     /// Neither forward nor refuse (a hang-up of a call that is already over here).
     Drop,
+    /// The message comes from another session of our peer's name: our call is over
+    /// (idle; our client is told `leave` from the peer, `disconnected`), and the message
+    /// is refused to its sender with this code.
+    PeerReplaced(ErrorCode),
 }
 
 /// A signaling message of `kind` from `from`'s session `sid` arrived at `now`.
@@ -267,6 +280,7 @@ pub fn incoming(
         ring_back: false,
     };
     let from_peer = call.is_from(from, sid);
+    let replaced = call.is_with(from) && !from_peer;
     match kind {
         SignalKind::Offer if *call == Call::Idle => Incoming::Deliver {
             next: Some(Call::Ringing {
@@ -277,6 +291,9 @@ pub fn incoming(
             }),
             ring_back: true,
         },
+        SignalKind::Leave if replaced => deliver(Some(Call::Idle)),
+        SignalKind::Offer if replaced => Incoming::PeerReplaced(ErrorCode::Busy),
+        _ if replaced => Incoming::PeerReplaced(ErrorCode::NotInCall),
         SignalKind::Offer if !from_peer => Incoming::Bounce(ErrorCode::Busy),
         // Ringing, and we have not offered in this call: the answer is to an earlier offer
         // of ours whose attempt ended (timed out or hung up) while the answer was on its way.
@@ -405,7 +422,7 @@ mod tests {
                         self.call = call;
                     }
                 }
-                Incoming::Bounce(code) => {
+                Incoming::Bounce(code) | Incoming::PeerReplaced(code) => {
                     if bounced(&self.call, &other.name, kind, code) != Bounced::Unchanged {
                         self.call = Call::Idle;
                     }
@@ -416,11 +433,12 @@ mod tests {
 
         fn receive(&mut self, kind: SignalKind, from: &Name) -> Incoming {
             let decision = inc(&self.call, kind, from);
-            if let Incoming::Deliver {
-                next: Some(call), ..
-            } = &decision
-            {
-                self.call = call.clone();
+            match &decision {
+                Incoming::Deliver {
+                    next: Some(call), ..
+                } => self.call = call.clone(),
+                Incoming::PeerReplaced(_) => self.call = Call::Idle,
+                _ => {}
             }
             decision
         }
@@ -495,12 +513,12 @@ mod tests {
     }
 
     /// Issue 15 finding 4: someone else logged in under the peer's name (another node
-    /// claimed it after Redis lost its data) is a stranger to the call: its offer is
-    /// busy, its candidates are refused, its `leave` does not end the call; the peer's
-    /// own session goes on, and a refusal from the name (what answers our messages now)
-    /// ends the call.
+    /// claimed it after Redis lost its data) takes nothing of the call over: its offer is
+    /// busy, its answer and candidates are refused. The call ends here (the session we
+    /// were in a call with is gone or cut off), as it would on the refusal from the name
+    /// that our next message to the peer gets; a `leave` from it ends the call too.
     #[test]
-    fn another_session_under_the_peers_name_is_a_stranger() {
+    fn another_session_under_the_peers_name_ends_the_call_and_takes_nothing_over() {
         let (mut a, mut b) = (Side::new("a"), Side::new("b"));
         let now = t0();
         a.send(SignalKind::Offer, &mut b, now).expect("offer");
@@ -515,13 +533,28 @@ mod tests {
             };
             assert_eq!(
                 incoming(&a.call, kind, &b.name, impostor, now, RING),
-                Incoming::Bounce(code),
+                Incoming::PeerReplaced(code),
                 "{kind:?}"
             );
         }
         assert_eq!(
             incoming(&a.call, SignalKind::Leave, &b.name, impostor, now, RING),
-            Incoming::Drop
+            Incoming::Deliver {
+                next: Some(Call::Idle),
+                ring_back: false
+            }
+        );
+        // While ringing, too: the newcomer's answer does not connect.
+        assert_eq!(
+            incoming(
+                &ringing("b"),
+                SignalKind::Answer,
+                &n("b"),
+                impostor,
+                now,
+                RING
+            ),
+            Incoming::PeerReplaced(ErrorCode::NotInCall)
         );
         // The real peer's messages, and a registry's (session unknown), are the call's.
         assert!(matches!(
@@ -551,6 +584,44 @@ mod tests {
             ),
             Bounced::CallOver
         );
+        // Someone else's offer is plain busy and leaves the call alone.
+        assert_eq!(
+            incoming(&a.call, SignalKind::Offer, &n("c"), impostor, now, RING),
+            Incoming::Bounce(ErrorCode::Busy)
+        );
+    }
+
+    /// Found by the call-rules fuzz target: a's answer to b's first offer arrives after
+    /// b's attempt timed out and b called a again, and teaches b the session a had then;
+    /// a logs in again and its new session, rung by b's second offer, times out. Its
+    /// `leave` must end b's call, or b stays connected to a session that is gone.
+    #[test]
+    fn a_stale_answer_from_the_peers_old_session_does_not_leave_us_connected_alone() {
+        let (a_old, a_new) = (SessionId::from_u64(1), SessionId::from_u64(4));
+        let now = t0();
+        let calling = outgoing(&Call::Idle, &n("b"), SignalKind::Offer, &n("a"), now, RING)
+            .expect("b calls a again")
+            .before
+            .expect("calling");
+        let Incoming::Deliver {
+            next: Some(connected),
+            ..
+        } = incoming(&calling, SignalKind::Answer, &n("a"), a_old, now, RING)
+        else {
+            panic!("the stale answer connects: nothing tells it from a fresh one")
+        };
+        assert_eq!(connected, Call::connected(&n("a"), a_old));
+        assert_eq!(
+            incoming(&connected, SignalKind::Leave, &n("a"), a_new, now, RING),
+            Incoming::Deliver {
+                next: Some(Call::Idle),
+                ring_back: false
+            }
+        );
+        assert_eq!(
+            incoming(&connected, SignalKind::Offer, &n("a"), a_new, now, RING),
+            Incoming::PeerReplaced(ErrorCode::Busy)
+        );
     }
 
     #[test]
@@ -576,7 +647,7 @@ mod tests {
                 now,
                 RING
             ),
-            Incoming::Bounce(ErrorCode::NotInCall)
+            Incoming::PeerReplaced(ErrorCode::NotInCall)
         );
     }
 

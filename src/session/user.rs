@@ -656,6 +656,20 @@ impl Session {
                     };
                     let _ = self.ctx.registry.send(&from, bounce).await;
                 }
+                Incoming::PeerReplaced(code) => {
+                    info!(id = self.id, name = %shown(&user.name), peer = %shown(&from), "call ended: the peer's name has a new session");
+                    self.set_call(user, Call::Idle);
+                    self.push(protocol::leave_frame(
+                        &protocol::json_string(from.as_str()),
+                        LeaveReason::Disconnected,
+                    ));
+                    let bounce = Event::Bounce {
+                        from: user.name.clone(),
+                        code,
+                        request: kind,
+                    };
+                    let _ = self.ctx.registry.send(&from, bounce).await;
+                }
                 Incoming::Drop => {}
             },
         }
